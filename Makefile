@@ -1,0 +1,37 @@
+# The project's entry points. `make run` and `make test` are the README's quick start.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON := $(CURDIR)/.venv/bin/python
+export MASK_TEST_PYTHON := $(PYTHON)
+export CARGO_TERM_COLOR := never
+
+.PHONY: run test models venv lint rust-test python-test system-deps
+
+## Fetch (if missing), verify and convert the models into ./models.
+models:
+	python3 tools/fetch_models.py
+
+## The project's Python virtual environment (pinned tools/requirements.txt).
+venv:
+	python3 tools/fetch_models.py --venv
+
+## Debian packages the tests need (headless Chromium for page tests).
+system-deps:
+	bash tools/install_system_deps.sh
+
+## Build and start the web app with the embedded default configuration.
+run: models
+	cargo run -p examples --bin detect -- ../shared/eval/kaggle853/images/maksssksksss0.png
+
+## Every test of every crate and of the Python tools, plus fmt and clippy.
+test: models venv system-deps lint rust-test python-test
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+rust-test:
+	cargo test --workspace
+
+python-test:
+	cd tools && $(PYTHON) -m pytest -q
