@@ -1,0 +1,155 @@
+//! Shared plumbing of the example programs: building a [`mask_detect::Config`] from command-line
+//! options, finding image files, and running a detector over many files on several threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use mask_detect::{Config, Detection, Detector, decode_image};
+use mask_detect::image::DynamicImage;
+
+/// Detector options shared by the example programs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetectorArgs {
+    /// Directory holding centerface.onnx and mask_classifier.onnx (made by `make models`).
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// Longer side of the image as the face detector sees it, in pixels.
+    #[arg(long)]
+    pub long_side: Option<u32>,
+    /// Minimum face detector score.
+    #[arg(long)]
+    pub face_threshold: Option<f32>,
+    /// Mask probability at or above which a face counts as masked.
+    #[arg(long)]
+    pub mask_threshold: Option<f32>,
+    /// Drop faces narrower than this many pixels.
+    #[arg(long)]
+    pub min_face_size: Option<f32>,
+    /// Grow each face box by this fraction per side before classifying it.
+    #[arg(long)]
+    pub crop_margin: Option<f32>,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+impl DetectorArgs {
+    /// The detector configuration: defaults overridden by the options given.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        if let Some(v) = self.long_side {
+            c.input_long_side = v;
+        }
+        if let Some(v) = self.face_threshold {
+            c.face_threshold = v;
+        }
+        if let Some(v) = self.mask_threshold {
+            c.mask_threshold = v;
+        }
+        if let Some(v) = self.min_face_size {
+            c.min_face_size = v;
+        }
+        if let Some(v) = self.crop_margin {
+            c.crop_margin = v;
+        }
+        c
+    }
+
+    /// Load the detector, with an error message that says what to do.
+    pub fn detector(&self) -> Result<Detector, String> {
+        Detector::from_dir(&self.models, self.config())
+            .map_err(|e| format!("{e} (run `make models` to fetch the models)"))
+    }
+
+    /// Worker threads to use.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
+const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// Expand the command line's paths: files as given, directories walked recursively for files with
+/// an image extension, sorted. Paths that do not exist are returned as errors.
+pub fn expand_paths(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut files, &mut errors);
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            errors.push(format!("{}: no such file or directory", p.display()));
+        }
+    }
+    (files, errors)
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return errors.push(format!("{}: {e}", dir.display())),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            walk(&p, files, errors);
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            files.push(p);
+        }
+    }
+}
+
+/// Run `detector` over `files` on `jobs` threads; `each` is called on the calling thread, in file
+/// order, with every file's decoded image and detection (or the error message) as soon as it and
+/// all files before it are done.
+pub fn detect_all(
+    detector: &Detector,
+    files: &[PathBuf],
+    jobs: usize,
+    mut each: impl FnMut(&Path, Result<(DynamicImage, Detection), String>),
+) {
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(files.len()).max(1) {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    let result = std::fs::read(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| decode_image(&b, detector.config()).map_err(|e| e.to_string()))
+                        .and_then(|img| match detector.detect(&img) {
+                            Ok(d) => Ok((img, d)),
+                            Err(e) => Err(e.to_string()),
+                        });
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut want = 0;
+        for (i, r) in rx {
+            pending.insert(i, r);
+            while let Some(r) = pending.remove(&want) {
+                each(&files[want], r);
+                want += 1;
+            }
+        }
+    });
+}

@@ -1,0 +1,110 @@
+//! Stage two: the MobileNetV2 mask classifier on each face crop.
+
+use image::imageops::FilterType;
+use image::{RgbImage, imageops};
+use tract_onnx::prelude::*;
+
+use crate::plan::{PlanCache, run};
+use crate::{Error, Result};
+
+/// Side of the square classifier input.
+pub const CROP_SIZE: u32 = 224;
+/// Batch sizes with a prepared plan: a run of `n` faces is split into these (largest first), so
+/// every plan has a concrete shape.
+const BATCHES: [usize; 4] = [8, 4, 2, 1];
+
+/// What the classifier says about one face crop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    /// Softmax probability of `mask` (index 0 of the model's output).
+    pub mask_probability: f32,
+    /// The backbone's 1280-d pooled features (used to fit our own classifier head).
+    pub features: Vec<f32>,
+}
+
+pub(crate) struct MaskModel {
+    plans: PlanCache,
+}
+
+impl MaskModel {
+    pub(crate) fn load(name: &str, bytes: &[u8]) -> Result<MaskModel> {
+        Ok(MaskModel {
+            plans: PlanCache::load(name, bytes, BATCHES.len())?,
+        })
+    }
+
+    /// Classify already prepared 224x224 crops, in batches.
+    pub(crate) fn classify(&self, crops: &[RgbImage]) -> Result<Vec<Classified>> {
+        let mut out = Vec::with_capacity(crops.len());
+        let mut rest = crops;
+        while !rest.is_empty() {
+            let n = BATCHES
+                .into_iter()
+                .find(|&b| b <= rest.len())
+                .unwrap_or(1);
+            let (batch, tail) = rest.split_at(n);
+            out.extend(self.run_batch(batch)?);
+            rest = tail;
+        }
+        Ok(out)
+    }
+
+    fn run_batch(&self, crops: &[RgbImage]) -> Result<Vec<Classified>> {
+        let side = CROP_SIZE as usize;
+        let plane = side * side;
+        let mut data = vec![0f32; crops.len() * 3 * plane];
+        for (b, crop) in crops.iter().enumerate() {
+            if crop.dimensions() != (CROP_SIZE, CROP_SIZE) {
+                return Err(Error::Inference(format!(
+                    "crop is {:?}, expected {CROP_SIZE}x{CROP_SIZE}",
+                    crop.dimensions()
+                )));
+            }
+            let base = b * 3 * plane;
+            for (i, p) in crop.pixels().enumerate() {
+                for c in 0..3 {
+                    data[base + c * plane + i] = p[c] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        let shape = [crops.len(), 3, side, side];
+        let input = Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
+        let plan = self.plans.plan(&shape)?;
+        let outputs = run(&plan, input)?;
+        let probs = outputs
+            .first()
+            .ok_or_else(|| Error::Inference("classifier gave no output".into()))?
+            .to_plain_array_view::<f32>()
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let features = outputs
+            .get(1)
+            .map(|f| f.to_plain_array_view::<f32>().map(|v| v.to_owned()))
+            .transpose()
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        (0..crops.len())
+            .map(|b| {
+                let feats = features
+                    .as_ref()
+                    .map(|f| f.index_axis(tract_ndarray::Axis(0), b).iter().copied().collect())
+                    .unwrap_or_default();
+                Ok(Classified {
+                    mask_probability: probs[[b, 0]],
+                    features: feats,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Cut a face out of `image` for the classifier: the box grown by `margin` (a fraction of its
+/// size on every side), clipped to the image, resized to 224x224.
+pub fn crop_face(image: &RgbImage, bbox: &[f32; 4], margin: f32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let (bw, bh) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
+    let x1 = (bbox[0] - bw * margin).floor().clamp(0.0, (w - 1) as f32) as u32;
+    let y1 = (bbox[1] - bh * margin).floor().clamp(0.0, (h - 1) as f32) as u32;
+    let x2 = (bbox[2] + bw * margin).ceil().clamp((x1 + 1) as f32, w as f32) as u32;
+    let y2 = (bbox[3] + bh * margin).ceil().clamp((y1 + 1) as f32, h as f32) as u32;
+    let crop = imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image();
+    imageops::resize(&crop, CROP_SIZE, CROP_SIZE, FilterType::Triangle)
+}

@@ -1,0 +1,88 @@
+//! Loading ONNX models into tract and keeping runnable plans per concrete input shape.
+//!
+//! tract optimises a model for the exact input shape it is given; with symbolic dimensions the
+//! convolutions run several times slower. So each distinct shape gets its own optimised plan,
+//! kept in a small bounded cache. Plans are immutable and shared between threads: inference
+//! never holds the cache lock.
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+use crate::{Error, Result};
+
+/// A runnable, optimised plan for one input shape.
+pub(crate) type Plan = Arc<TypedRunnableModel>;
+
+/// An ONNX model plus the plans made from it so far.
+pub(crate) struct PlanCache {
+    name: String,
+    model: InferenceModel,
+    capacity: usize,
+    plans: Mutex<VecDeque<(Vec<usize>, Plan)>>,
+}
+
+impl PlanCache {
+    /// Parse an ONNX model; `name` is used in error messages.
+    pub(crate) fn load(name: &str, bytes: &[u8], capacity: usize) -> Result<PlanCache> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut Cursor::new(bytes))
+            .map_err(|e| invalid(name, &e))?;
+        Ok(PlanCache {
+            name: name.to_string(),
+            model,
+            capacity,
+            plans: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The plan for an f32 input of exactly `shape`, made (and cached) on first use.
+    pub(crate) fn plan(&self, shape: &[usize]) -> Result<Plan> {
+        if let Some(plan) = self.lookup(shape) {
+            return Ok(plan);
+        }
+        // Optimise outside the lock: two threads missing together both build it, which is
+        // harmless, and nobody waits behind a 100 ms optimisation they do not need.
+        let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
+        let plan = self
+            .model
+            .clone()
+            .with_input_fact(0, fact)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| invalid(&self.name, &e))?;
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if !plans.iter().any(|(s, _)| s == shape) {
+            if plans.len() >= self.capacity {
+                plans.pop_front();
+            }
+            plans.push_back((shape.to_vec(), plan.clone()));
+        }
+        Ok(plan)
+    }
+
+    fn lookup(&self, shape: &[usize]) -> Option<Plan> {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        let i = plans.iter().position(|(s, _)| s == shape)?;
+        // Move to the back: the cache evicts least recently used first.
+        let entry = plans.remove(i)?;
+        let plan = entry.1.clone();
+        plans.push_back(entry);
+        Some(plan)
+    }
+}
+
+/// Run `plan` on one f32 tensor and return its outputs.
+pub(crate) fn run(plan: &Plan, input: Tensor) -> Result<TVec<TValue>> {
+    plan.run(tvec!(input.into()))
+        .map_err(|e| Error::Inference(format!("{e:#}")))
+}
+
+fn invalid(name: &str, e: &TractError) -> Error {
+    Error::ModelInvalid {
+        name: name.to_string(),
+        message: format!("{e:#}"),
+    }
+}
