@@ -23,18 +23,31 @@ fn benches(c: &mut Criterion) {
     let medium = load("maksssksksss0.png");
     let large = medium.resize(1600, 1600, imageops::FilterType::Triangle);
 
-    let rgb640: RgbImage = imageops::resize(&medium.to_rgb8(), 640, 480, imageops::FilterType::Triangle);
-    c.bench_function("faces/640x480", |b| b.iter(|| detector.detect_faces(&rgb640).unwrap()));
+    let rgb640: RgbImage =
+        imageops::resize(&medium.to_rgb8(), 640, 480, imageops::FilterType::Triangle);
+    c.bench_function("faces/640x480", |b| {
+        b.iter(|| detector.detect_faces(&rgb640).unwrap())
+    });
 
     let faces = detector.detect_faces(&medium.to_rgb8()).unwrap();
     let crop = crop_face(&medium.to_rgb8(), &faces[0].bbox, 0.0);
     let one = vec![crop.clone()];
     let eight = vec![crop; 8];
-    c.bench_function("classify/1", |b| b.iter(|| detector.classify_crops(&one).unwrap()));
-    c.bench_function("classify/8", |b| b.iter(|| detector.classify_crops(&eight).unwrap()));
+    c.bench_function("classify/1", |b| {
+        b.iter(|| detector.classify_crops(&one).unwrap())
+    });
+    c.bench_function("classify/8", |b| {
+        b.iter(|| detector.classify_crops(&eight).unwrap())
+    });
 
-    for (name, img) in [("400x156", &small), ("512x366", &medium), ("1600x1143", &large)] {
-        c.bench_function(&format!("detect/{name}"), |b| b.iter(|| detector.detect(img).unwrap()));
+    for (name, img) in [
+        ("400x156", &small),
+        ("512x366", &medium),
+        ("1600x1143", &large),
+    ] {
+        c.bench_function(&format!("detect/{name}"), |b| {
+            b.iter(|| detector.detect(img).unwrap())
+        });
     }
 }
 

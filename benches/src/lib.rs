@@ -13,5 +13,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// A photo of the shared evaluation set, by file name (e.g. `maksssksksss0.png`).
 pub fn eval_image(name: &str) -> PathBuf {
-    workspace_root().join("../shared/eval/kaggle853/images").join(name)
+    workspace_root()
+        .join("../shared/eval/kaggle853/images")
+        .join(name)
 }

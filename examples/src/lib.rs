@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use mask_detect::{Config, Detection, Detector, decode_image};
 use mask_detect::image::DynamicImage;
+use mask_detect::{Config, Detection, Detector, decode_image};
 
 /// Detector options shared by the example programs.
 #[derive(Debug, Clone, clap::Args)]
@@ -130,7 +130,9 @@ pub fn detect_all(
                     let Some(path) = files.get(i) else { break };
                     let result = std::fs::read(path)
                         .map_err(|e| e.to_string())
-                        .and_then(|b| decode_image(&b, detector.config()).map_err(|e| e.to_string()))
+                        .and_then(|b| {
+                            decode_image(&b, detector.config()).map_err(|e| e.to_string())
+                        })
                         .and_then(|img| match detector.detect(&img) {
                             Ok(d) => Ok((img, d)),
                             Err(e) => Err(e.to_string()),

@@ -38,10 +38,7 @@ impl MaskModel {
         let mut out = Vec::with_capacity(crops.len());
         let mut rest = crops;
         while !rest.is_empty() {
-            let n = BATCHES
-                .into_iter()
-                .find(|&b| b <= rest.len())
-                .unwrap_or(1);
+            let n = BATCHES.into_iter().find(|&b| b <= rest.len()).unwrap_or(1);
             let (batch, tail) = rest.split_at(n);
             out.extend(self.run_batch(batch)?);
             rest = tail;
@@ -68,7 +65,8 @@ impl MaskModel {
             }
         }
         let shape = [crops.len(), 3, side, side];
-        let input = Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
+        let input =
+            Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
         let plan = self.plans.plan(&shape)?;
         let outputs = run(&plan, input)?;
         let probs = outputs
@@ -85,7 +83,12 @@ impl MaskModel {
             .map(|b| {
                 let feats = features
                     .as_ref()
-                    .map(|f| f.index_axis(tract_ndarray::Axis(0), b).iter().copied().collect())
+                    .map(|f| {
+                        f.index_axis(tract_ndarray::Axis(0), b)
+                            .iter()
+                            .copied()
+                            .collect()
+                    })
                     .unwrap_or_default();
                 Ok(Classified {
                     mask_probability: probs[[b, 0]],
@@ -103,8 +106,12 @@ pub fn crop_face(image: &RgbImage, bbox: &[f32; 4], margin: f32) -> RgbImage {
     let (bw, bh) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
     let x1 = (bbox[0] - bw * margin).floor().clamp(0.0, (w - 1) as f32) as u32;
     let y1 = (bbox[1] - bh * margin).floor().clamp(0.0, (h - 1) as f32) as u32;
-    let x2 = (bbox[2] + bw * margin).ceil().clamp((x1 + 1) as f32, w as f32) as u32;
-    let y2 = (bbox[3] + bh * margin).ceil().clamp((y1 + 1) as f32, h as f32) as u32;
+    let x2 = (bbox[2] + bw * margin)
+        .ceil()
+        .clamp((x1 + 1) as f32, w as f32) as u32;
+    let y2 = (bbox[3] + bh * margin)
+        .ceil()
+        .clamp((y1 + 1) as f32, h as f32) as u32;
     let crop = imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image();
     imageops::resize(&crop, CROP_SIZE, CROP_SIZE, FilterType::Triangle)
 }

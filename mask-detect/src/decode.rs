@@ -40,10 +40,14 @@ pub fn decode_image(bytes: &[u8], config: &Config) -> Result<DynamicImage> {
     let mut limits = Limits::default();
     limits.max_alloc = Some(config.max_decode_alloc);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, config))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(e, config))?;
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height, config)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, config))?;
     image.apply_orientation(orientation);
     Ok(image)
@@ -63,7 +67,9 @@ pub(crate) fn check_dimensions(width: u32, height: u32, config: &Config) -> Resu
         });
     }
     if width == 0 || height == 0 {
-        return Err(Error::Decode(format!("image has no pixels ({width}x{height})")));
+        return Err(Error::Decode(format!(
+            "image has no pixels ({width}x{height})"
+        )));
     }
     Ok(())
 }

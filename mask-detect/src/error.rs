@@ -26,13 +26,17 @@ pub enum Error {
     #[error("empty input: no image data")]
     EmptyInput,
     /// The bytes are not in an image format this crate decodes.
-    #[error("unsupported or unrecognised image format (supported: JPEG, PNG, WebP, BMP, GIF, TIFF)")]
+    #[error(
+        "unsupported or unrecognised image format (supported: JPEG, PNG, WebP, BMP, GIF, TIFF)"
+    )]
     UnsupportedFormat,
     /// The bytes look like an image but could not be decoded (corrupt or truncated).
     #[error("cannot decode image: {0}")]
     Decode(String),
     /// The image is larger than the configured limits; nothing large was allocated.
-    #[error("image too large: {width}x{height} pixels exceeds the limit of {max_pixels} pixels ({max_side} per side)")]
+    #[error(
+        "image too large: {width}x{height} pixels exceeds the limit of {max_pixels} pixels ({max_side} per side)"
+    )]
     TooLarge {
         /// Declared width in pixels.
         width: u32,

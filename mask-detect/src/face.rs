@@ -48,7 +48,8 @@ impl FaceModel {
             data[2 * plane + i] = p[2] as f32;
         }
         let shape = [1, 3, ch as usize, cw as usize];
-        let input = Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
+        let input =
+            Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
         let plan = self.plans.plan(&shape)?;
         let outputs = run(&plan, input)?;
         if outputs.len() < 4 {

@@ -99,7 +99,9 @@ pub struct Detector {
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detector").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Detector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,7 +140,13 @@ impl Detector {
 
     /// Build from the two ONNX files' bytes (e.g. embedded in a binary).
     pub fn from_bytes(face_model: &[u8], mask_model: &[u8], config: Config) -> Result<Detector> {
-        Detector::build(FACE_MODEL_FILE, face_model, MASK_MODEL_FILE, mask_model, config)
+        Detector::build(
+            FACE_MODEL_FILE,
+            face_model,
+            MASK_MODEL_FILE,
+            mask_model,
+            config,
+        )
     }
 
     fn build(
@@ -156,7 +164,9 @@ impl Detector {
         };
         // Make the single-face classifier plan now: it proves the file is a runnable classifier
         // at startup rather than on the first request.
-        detector.masks.classify(&[RgbImage::new(CROP_SIZE, CROP_SIZE)])?;
+        detector
+            .masks
+            .classify(&[RgbImage::new(CROP_SIZE, CROP_SIZE)])?;
         Ok(detector)
     }
 

@@ -1,5 +1,8 @@
 //! The detector on real photos from the labelled evaluation set, with the real models.
 
+// Test helpers panic on broken fixtures: that is a failed test, with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Cursor;
 use std::sync::{Arc, OnceLock};
 
@@ -42,7 +45,10 @@ fn manifest() -> Vec<Labelled> {
                             .iter()
                             .map(|x| x.as_f64().unwrap() as f32)
                             .collect();
-                        ([b[0], b[1], b[2], b[3]], f["label"].as_str().unwrap().to_string())
+                        (
+                            [b[0], b[1], b[2], b[3]],
+                            f["label"].as_str().unwrap().to_string(),
+                        )
                     })
                     .collect(),
             }
@@ -61,7 +67,9 @@ fn clear_images(label: &str, min_px: f32, n: usize) -> Vec<Labelled> {
         .filter(|m| {
             m.split == "test"
                 && !m.faces.is_empty()
-                && m.faces.iter().all(|(b, l)| l == label && b[2] - b[0] >= min_px)
+                && m.faces
+                    .iter()
+                    .all(|(b, l)| l == label && b[2] - b[0] >= min_px)
         })
         .take(n)
         .collect()
@@ -70,13 +78,19 @@ fn clear_images(label: &str, min_px: f32, n: usize) -> Vec<Labelled> {
 #[test]
 fn finds_the_labelled_faces_of_a_real_photo() {
     // maksssksksss0: three faces, two without a mask and one with.
-    let d = detector().detect_bytes(&read("kaggle853/images/maksssksksss0.png")).unwrap();
+    let d = detector()
+        .detect_bytes(&read("kaggle853/images/maksssksksss0.png"))
+        .unwrap();
     assert_eq!((d.width, d.height), (512, 366));
     let truth = &manifest()[0];
     assert_eq!(truth.image, "kaggle853/images/maksssksksss0.png");
     for (b, _) in &truth.faces {
         let best = d.faces.iter().map(|f| iou(&f.bbox, b)).fold(0.0, f32::max);
-        assert!(best >= 0.4, "labelled face {b:?} not found; got {:?}", d.faces);
+        assert!(
+            best >= 0.4,
+            "labelled face {b:?} not found; got {:?}",
+            d.faces
+        );
     }
     assert_eq!(d.num_faces, d.faces.len());
     assert_eq!(d.num_masked + d.num_unmasked, d.num_faces);
@@ -97,13 +111,20 @@ fn recall_on_clear_faces_of_the_test_split() {
     }
     assert!(total > 50, "too few faces to judge: {total}");
     let recall = found as f64 / total as f64;
-    assert!(recall >= 0.85, "recall on faces >= 24 px: {recall:.3} ({found}/{total})");
+    assert!(
+        recall >= 0.85,
+        "recall on faces >= 24 px: {recall:.3} ({found}/{total})"
+    );
 }
 
 #[test]
 fn unmasked_faces_are_called_no_mask_and_categorised() {
     let images = clear_images("no_mask", 40.0, 8);
-    assert!(images.len() >= 4, "need clear no-mask photos, got {}", images.len());
+    assert!(
+        images.len() >= 4,
+        "need clear no-mask photos, got {}",
+        images.len()
+    );
     let mut right = 0;
     for m in &images {
         let d = detector().detect_bytes(&read(&m.image)).unwrap();
@@ -111,7 +132,11 @@ fn unmasked_faces_are_called_no_mask_and_categorised() {
             right += 1;
         }
     }
-    assert!(right * 4 >= images.len() * 3, "{right}/{} none_masked", images.len());
+    assert!(
+        right * 4 >= images.len() * 3,
+        "{right}/{} none_masked",
+        images.len()
+    );
 }
 
 #[test]
@@ -133,7 +158,10 @@ fn masked_faces_score_higher_than_unmasked_faces() {
         probs.iter().sum::<f32>() / probs.len() as f32
     };
     let (masked, unmasked) = (mean_prob("mask"), mean_prob("no_mask"));
-    assert!(masked > unmasked + 0.2, "mask {masked:.3} vs no_mask {unmasked:.3}");
+    assert!(
+        masked > unmasked + 0.2,
+        "mask {masked:.3} vs no_mask {unmasked:.3}"
+    );
 }
 
 #[test]
@@ -151,9 +179,19 @@ fn a_photo_without_people_has_no_face() {
 
 #[test]
 fn json_schema_has_the_documented_fields() {
-    let d = detector().detect_bytes(&read("kaggle853/images/maksssksksss0.png")).unwrap();
+    let d = detector()
+        .detect_bytes(&read("kaggle853/images/maksssksksss0.png"))
+        .unwrap();
     let v = serde_json::to_value(&d).unwrap();
-    for key in ["width", "height", "faces", "category", "num_faces", "num_masked", "num_unmasked"] {
+    for key in [
+        "width",
+        "height",
+        "faces",
+        "category",
+        "num_faces",
+        "num_masked",
+        "num_unmasked",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     let face = &v["faces"][0];
@@ -173,8 +211,12 @@ fn grayscale_and_alpha_images_are_accepted() {
         &Config::default(),
     )
     .unwrap();
-    let gray = detector().detect(&DynamicImage::ImageLuma8(img.to_luma8())).unwrap();
-    let rgba = detector().detect(&DynamicImage::ImageRgba8(img.to_rgba8())).unwrap();
+    let gray = detector()
+        .detect(&DynamicImage::ImageLuma8(img.to_luma8()))
+        .unwrap();
+    let rgba = detector()
+        .detect(&DynamicImage::ImageRgba8(img.to_rgba8()))
+        .unwrap();
     assert!(gray.num_faces >= 2, "gray: {}", gray.num_faces);
     assert!(rgba.num_faces >= 2, "rgba: {}", rgba.num_faces);
 }
@@ -182,9 +224,13 @@ fn grayscale_and_alpha_images_are_accepted() {
 /// Encode `image` as JPEG with an EXIF APP1 segment holding only `Orientation = orientation`.
 fn jpeg_with_orientation(image: &DynamicImage, orientation: u16) -> Vec<u8> {
     let mut jpeg = Vec::new();
-    image.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+    image
+        .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .unwrap();
     // TIFF header (big endian), one IFD with one SHORT entry: tag 0x0112 Orientation.
-    let mut tiff = vec![b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1];
+    let mut tiff = vec![
+        b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1,
+    ];
     tiff.extend_from_slice(&orientation.to_be_bytes());
     tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     let mut app1 = b"Exif\0\0".to_vec();
@@ -209,12 +255,19 @@ fn exif_orientation_is_applied() {
     let stored = upright.rotate270();
     let bytes = jpeg_with_orientation(&stored, 6);
     let decoded = mask_detect::decode_image(&bytes, &Config::default()).unwrap();
-    assert_eq!((decoded.width(), decoded.height()), (upright.width(), upright.height()));
+    assert_eq!(
+        (decoded.width(), decoded.height()),
+        (upright.width(), upright.height())
+    );
     let d = detector().detect_bytes(&bytes).unwrap();
     let reference = detector().detect(&upright).unwrap();
     assert!(d.num_faces >= 2);
     for f in &reference.faces {
-        let best = d.faces.iter().map(|g| iou(&g.bbox, &f.bbox)).fold(0.0, f32::max);
+        let best = d
+            .faces
+            .iter()
+            .map(|g| iou(&g.bbox, &f.bbox))
+            .fold(0.0, f32::max);
         assert!(best > 0.5, "face {:?} lost after EXIF rotation", f.bbox);
     }
 }
@@ -263,11 +316,21 @@ fn missing_and_corrupt_models_are_named() {
     let dir = std::env::temp_dir().join(format!("mask-detect-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let e = Detector::from_dir(&dir, Config::default()).unwrap_err();
-    assert!(matches!(&e, Error::ModelRead { path, .. } if path.ends_with("centerface.onnx")), "{e}");
+    assert!(
+        matches!(&e, Error::ModelRead { path, .. } if path.ends_with("centerface.onnx")),
+        "{e}"
+    );
     std::fs::write(dir.join("centerface.onnx"), b"not a model").unwrap();
-    std::fs::copy("../models/mask_classifier.onnx", dir.join("mask_classifier.onnx")).unwrap();
+    std::fs::copy(
+        "../models/mask_classifier.onnx",
+        dir.join("mask_classifier.onnx"),
+    )
+    .unwrap();
     let e = Detector::from_dir(&dir, Config::default()).unwrap_err();
-    assert!(matches!(&e, Error::ModelInvalid { name, .. } if name.contains("centerface.onnx")), "{e}");
+    assert!(
+        matches!(&e, Error::ModelInvalid { name, .. } if name.contains("centerface.onnx")),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -285,7 +348,11 @@ fn annotate_draws_coloured_boxes_on_a_copy() {
         // The box is drawn on rounded pixel edges, at least one pixel thick, inside the box.
         let (x, y) = ((f.bbox[0] + f.bbox[2]) / 2.0, f.bbox[3].round() - 1.0);
         let p = out.get_pixel(x as u32, y as u32);
-        let want = if f.label == Label::Mask { Rgb([0, 200, 0]) } else { Rgb([220, 0, 0]) };
+        let want = if f.label == Label::Mask {
+            Rgb([0, 200, 0])
+        } else {
+            Rgb([220, 0, 0])
+        };
         assert_eq!(*p, want, "bottom edge of {:?}", f.bbox);
     }
 }
@@ -299,12 +366,18 @@ fn shared_between_threads_gives_the_same_answers() {
         .take(4)
         .map(|m| Arc::new(read(&m.image)))
         .collect();
-    let serial: Vec<Detection> = images.iter().map(|b| det.detect_bytes(b).unwrap()).collect();
+    let serial: Vec<Detection> = images
+        .iter()
+        .map(|b| det.detect_bytes(b).unwrap())
+        .collect();
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let images = images.clone();
             std::thread::spawn(move || {
-                images.iter().map(|b| det.detect_bytes(b).unwrap()).collect::<Vec<_>>()
+                images
+                    .iter()
+                    .map(|b| det.detect_bytes(b).unwrap())
+                    .collect::<Vec<_>>()
             })
         })
         .collect();

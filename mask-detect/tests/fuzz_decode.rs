@@ -1,5 +1,8 @@
 //! Random and mutated bytes through the detector's entry point never panic; they give typed errors.
 
+// Test helpers panic on broken fixtures: that is a failed test, with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::OnceLock;
 
 use mask_detect::{Config, Detector};
@@ -7,12 +10,15 @@ use proptest::prelude::*;
 
 fn detector() -> &'static Detector {
     static DETECTOR: OnceLock<Detector> = OnceLock::new();
-    DETECTOR.get_or_init(|| Detector::from_dir("../models", Config::default()).expect("make models"))
+    DETECTOR
+        .get_or_init(|| Detector::from_dir("../models", Config::default()).expect("make models"))
 }
 
 fn seed_png() -> &'static [u8] {
     static PNG: OnceLock<Vec<u8>> = OnceLock::new();
-    PNG.get_or_init(|| std::fs::read("../../shared/eval/kaggle853/images/maksssksksss1.png").unwrap())
+    PNG.get_or_init(|| {
+        std::fs::read("../../shared/eval/kaggle853/images/maksssksksss1.png").unwrap()
+    })
 }
 
 proptest! {

@@ -15,7 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use examples::{DetectorArgs, detect_all, expand_paths};
 
 #[derive(Parser)]
-#[command(version, about = "Find faces and say whether each wears a mask; prints one JSON line per image")]
+#[command(
+    version,
+    about = "Find faces and say whether each wears a mask; prints one JSON line per image"
+)]
 struct Args {
     /// Image files or directories (searched recursively for images).
     #[arg(required = true)]

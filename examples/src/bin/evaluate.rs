@@ -14,7 +14,10 @@ use indicatif::ProgressBar;
 use examples::{DetectorArgs, detect_all};
 
 #[derive(Parser)]
-#[command(version, about = "Score the detector on the labelled evaluation set with its referee")]
+#[command(
+    version,
+    about = "Score the detector on the labelled evaluation set with its referee"
+)]
 struct Args {
     /// The evaluation set's directory (holds manifest.jsonl and score.py).
     #[arg(long, default_value = "../shared/eval")]
@@ -87,7 +90,9 @@ fn run() -> Result<ExitCode, String> {
     bar.finish_and_clear();
     drop(out);
     let mut cmd = Command::new(&args.python);
-    cmd.arg(args.eval.join("score.py")).arg(&manifest).arg(&predictions);
+    cmd.arg(args.eval.join("score.py"))
+        .arg(&manifest)
+        .arg(&predictions);
     if args.split != "all" {
         cmd.args(["--split", &args.split]);
     }
