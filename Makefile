@@ -19,9 +19,9 @@ venv:
 system-deps:
 	bash tools/install_system_deps.sh
 
-## Build and start the web app with the embedded default configuration.
+## Build and start the web app with the embedded default configuration (data in ./data).
 run: models
-	cargo run -p examples --bin detect -- ../shared/eval/kaggle853/images/maksssksksss0.png
+	cargo run -p webapp --bin mask-web
 
 ## Every test of every crate and of the Python tools, plus fmt and clippy.
 test: models venv system-deps lint rust-test python-test

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use mask_detect::image::DynamicImage;
-use mask_detect::{Config, Detection, Detector, decode_image};
+use mask_detect::{Config, Detection, Detector, LinearHead, MaskHead, decode_image};
 
 /// Detector options shared by the example programs.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,15 +29,36 @@ pub struct DetectorArgs {
     /// Grow each face box by this fraction per side before classifying it.
     #[arg(long)]
     pub crop_margin: Option<f32>,
+    /// Flag faces narrower than this many pixels `uncertain` (`small_face`).
+    #[arg(long)]
+    pub uncertain_face_size: Option<f32>,
+    /// Mask classifier head: `trained` (ours, the default), `shipped` (the model's own softmax),
+    /// or the path of a head JSON written by `tools/train_head.py`.
+    #[arg(long, value_name = "trained|shipped|FILE")]
+    pub mask_head: Option<String>,
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
 }
 
 impl DetectorArgs {
-    /// The detector configuration: defaults overridden by the options given.
-    pub fn config(&self) -> Config {
+    /// The detector configuration: defaults overridden by the options given. Fails only when
+    /// `--mask-head` names a file that cannot be read or is not a head.
+    pub fn config(&self) -> Result<Config, String> {
         let mut c = Config::default();
+        match self.mask_head.as_deref() {
+            None | Some("trained") => c.mask_head = MaskHead::Trained,
+            Some("shipped") => c.mask_head = MaskHead::Shipped,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read mask head {path}: {e}"))?;
+                let head = LinearHead::from_json(&text).map_err(|e| format!("{path}: {e}"))?;
+                c.mask_head = MaskHead::Custom(Arc::new(head));
+            }
+        }
+        if let Some(v) = self.uncertain_face_size {
+            c.uncertain_face_size = v;
+        }
         if let Some(v) = self.long_side {
             c.input_long_side = v;
         }
@@ -53,12 +74,12 @@ impl DetectorArgs {
         if let Some(v) = self.crop_margin {
             c.crop_margin = v;
         }
-        c
+        Ok(c)
     }
 
     /// Load the detector, with an error message that says what to do.
     pub fn detector(&self) -> Result<Detector, String> {
-        Detector::from_dir(&self.models, self.config())
+        Detector::from_dir(&self.models, self.config()?)
             .map_err(|e| format!("{e} (run `make models` to fetch the models)"))
     }
 
@@ -154,4 +175,59 @@ pub fn detect_all(
             }
         }
     });
+}
+
+/// Intersection over union of two `[x1, y1, x2, y2]` boxes, in f64 like the referee.
+pub fn iou64(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    if union > 0.0 { inter / union } else { 0.0 }
+}
+
+/// The referee's (`score.py`) matching of labelled boxes `truth` to predicted boxes `found`: all
+/// pairs by descending (IoU, truth index, found index), each box used at most once, IoU at least
+/// `min_iou`. Returns `(truth, found)` index pairs sorted by truth index.
+pub fn greedy_match(truth: &[[f64; 4]], found: &[[f64; 4]], min_iou: f64) -> Vec<(usize, usize)> {
+    let mut pairs: Vec<(f64, usize, usize)> = truth
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            found
+                .iter()
+                .enumerate()
+                .map(move |(j, f)| (iou64(t, f), i, j))
+        })
+        .filter(|p| p.0 >= min_iou)
+        .collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+    let (mut ti, mut fj) = (vec![false; truth.len()], vec![false; found.len()]);
+    let mut out = Vec::new();
+    for (_, i, j) in pairs {
+        if !ti[i] && !fj[j] {
+            ti[i] = true;
+            fj[j] = true;
+            out.push((i, j));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_match_prefers_the_best_overlap_and_uses_each_box_once() {
+        let truth = [[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]];
+        let found = [
+            [1.0, 1.0, 11.0, 11.0],
+            [0.0, 0.0, 10.0, 10.0],
+            [50.0, 50.0, 60.0, 60.0],
+        ];
+        assert_eq!(greedy_match(&truth, &found, 0.4), vec![(0, 1)]);
+        assert!(greedy_match(&truth, &found, 1.1).is_empty());
+    }
 }

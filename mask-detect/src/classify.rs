@@ -16,8 +16,12 @@ const BATCHES: [usize; 4] = [8, 4, 2, 1];
 /// What the classifier says about one face crop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classified {
-    /// Softmax probability of `mask` (index 0 of the model's output).
+    /// Probability of `mask` from the configured head ([`crate::Config::mask_head`]): our trained
+    /// head by default, whose decision boundary is 0.5.
     pub mask_probability: f32,
+    /// The shipped softmax's probability of `mask` (index 0 of the model's output), whatever head
+    /// is configured.
+    pub softmax_probability: f32,
     /// The backbone's 1280-d pooled features (used to fit our own classifier head).
     pub features: Vec<f32>,
 }
@@ -92,6 +96,7 @@ impl MaskModel {
                     .unwrap_or_default();
                 Ok(Classified {
                     mask_probability: probs[[b, 0]],
+                    softmax_probability: probs[[b, 0]],
                     features: feats,
                 })
             })

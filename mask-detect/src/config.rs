@@ -1,6 +1,6 @@
 //! Detector configuration.
 
-use crate::{Error, Result};
+use crate::{Error, MaskHead, Result};
 
 /// Settings of a [`crate::Detector`]. `Default` gives the values measured best on the evaluation
 /// set's `train` split; [`Config::validate`] is called by the detector's constructors.
@@ -18,7 +18,10 @@ pub struct Config {
     /// Fraction of the box size added on every side of a face before it is cropped for the
     /// mask classifier.
     pub crop_margin: f32,
-    /// A face is `mask` when its mask probability is at least this.
+    /// Which head gives the mask probability: our trained head (default) or the shipped softmax.
+    pub mask_head: MaskHead,
+    /// A face is `mask` when its mask probability is at least this. Both heads put their decision
+    /// boundary at 0.5 (ours has the threshold chosen by cross-validation folded in).
     pub mask_threshold: f32,
     /// Faces narrower than this (pixels) are flagged `uncertain` (`small_face`): too few pixels for
     /// the classifier to judge.
@@ -44,6 +47,7 @@ impl Default for Config {
             nms_iou: 0.3,
             min_face_size: 0.0,
             crop_margin: 0.0,
+            mask_head: MaskHead::Trained,
             mask_threshold: 0.5,
             uncertain_face_size: 12.0,
             uncertain_margin: 0.1,

@@ -68,9 +68,11 @@ mod decode;
 mod detection;
 mod error;
 mod face;
+mod head;
 mod plan;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use image::{DynamicImage, RgbImage};
 
@@ -84,6 +86,7 @@ pub use decode::decode_image;
 pub use detection::{Category, Detection, Face, Label, UncertainReason};
 pub use error::{Error, Result};
 pub use face::{RawFace, iou, nms};
+pub use head::{HEAD_FORMAT, LinearHead, MaskHead};
 
 /// File name of the face detector inside a models directory.
 pub const FACE_MODEL_FILE: &str = "centerface.onnx";
@@ -94,6 +97,8 @@ pub const MASK_MODEL_FILE: &str = "mask_classifier.onnx";
 pub struct Detector {
     faces: face::FaceModel,
     masks: classify::MaskModel,
+    /// The resolved [`Config::mask_head`]: `None` for the shipped softmax.
+    head: Option<Arc<LinearHead>>,
     config: Config,
 }
 
@@ -157,16 +162,28 @@ impl Detector {
         config: Config,
     ) -> Result<Detector> {
         config.validate()?;
+        let head = match &config.mask_head {
+            MaskHead::Trained => Some(LinearHead::embedded()?),
+            MaskHead::Shipped => None,
+            MaskHead::Custom(h) => Some(h.clone()),
+        };
         let detector = Detector {
             faces: face::FaceModel::load(face_name, face_bytes, &config)?,
             masks: classify::MaskModel::load(mask_name, mask_bytes)?,
+            head,
             config,
         };
         // Make the single-face classifier plan now: it proves the file is a runnable classifier
-        // at startup rather than on the first request.
+        // (with the features our head needs) at startup rather than on the first request.
         detector
-            .masks
-            .classify(&[RgbImage::new(CROP_SIZE, CROP_SIZE)])?;
+            .classify_crops(&[RgbImage::new(CROP_SIZE, CROP_SIZE)])
+            .map_err(|e| match e {
+                Error::Inference(message) => Error::ModelInvalid {
+                    name: mask_name.to_string(),
+                    message,
+                },
+                e => e,
+            })?;
         Ok(detector)
     }
 
@@ -181,6 +198,14 @@ impl Detector {
         self.detect(&image)
     }
 
+    /// The RGB8 image the models see for `image`: grayscale expanded, transparency composited
+    /// over white. [`Error::TooLarge`] when it exceeds the configured limits. Use it with
+    /// [`Detector::detect_faces`] and [`crop_face`] to reproduce what [`Detector::detect`] does
+    /// stage by stage (e.g. to extract training features exactly as inference crops faces).
+    pub fn rgb_image(&self, image: &DynamicImage) -> Result<RgbImage> {
+        to_rgb(image, &self.config)
+    }
+
     /// Find the faces in an already decoded image and classify each.
     pub fn detect(&self, image: &DynamicImage) -> Result<Detection> {
         let rgb = to_rgb(image, &self.config)?;
@@ -189,7 +214,7 @@ impl Detector {
             .iter()
             .map(|f| crop_face(&rgb, &f.bbox, self.config.crop_margin))
             .collect();
-        let classified = self.masks.classify(&crops)?;
+        let classified = self.classify_crops(&crops)?;
         let faces = raw
             .into_iter()
             .zip(classified)
@@ -206,9 +231,16 @@ impl Detector {
         self.faces.detect(image, &self.config)
     }
 
-    /// Stage two alone: classify 224x224 face crops (see [`crop_face`]), in batches.
+    /// Stage two alone: classify 224x224 face crops (see [`crop_face`]), in batches, with the
+    /// configured head. [`Error::Inference`] when a crop is not 224x224.
     pub fn classify_crops(&self, crops: &[RgbImage]) -> Result<Vec<Classified>> {
-        self.masks.classify(crops)
+        let mut classified = self.masks.classify(crops)?;
+        if let Some(head) = &self.head {
+            for c in &mut classified {
+                c.mask_probability = head.probability(&c.features)?;
+            }
+        }
+        Ok(classified)
     }
 
     fn face(&self, raw: RawFace, mask_probability: f32) -> Face {

@@ -1,0 +1,99 @@
+//! `Detector(**config)` keywords <-> `mask_detect::Config` fields.
+
+use mask_detect::Config;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::types::short;
+
+/// A `Config` field type that a Python keyword can set and `Detector.config` can show.
+trait Value: Sized {
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self>;
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>>;
+}
+
+impl Value for f32 {
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        // Ranges (and NaN) are checked by `Config::validate`, which names the field.
+        Ok(obj.extract::<f64>()? as f32)
+    }
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(short(*self).into_pyobject(py)?.into_any())
+    }
+}
+
+macro_rules! int_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+                obj.extract::<$t>()
+            }
+            fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+                Ok(self.into_pyobject(py)?.into_any())
+            }
+        }
+    )*};
+}
+int_value!(u32, u64, usize);
+
+/// One line per `Config` field exposed to Python: the keyword is the field name. Fields added to
+/// `Config` later keep their Rust default until they are listed here.
+macro_rules! fields {
+    ($($name:ident),* $(,)?) => {
+        /// The accepted keywords, in `Config` order.
+        pub const KEYS: &[&str] = &[$(stringify!($name)),*];
+
+        fn set(config: &mut Config, key: &str, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+            match key {
+                $(stringify!($name) => {
+                    config.$name = Value::from_py(value).map_err(|e| {
+                        PyTypeError::new_err(format!(
+                            "config keyword {}: {}", stringify!($name), e.value(value.py())
+                        ))
+                    })?;
+                })*
+                _ => return Ok(false),
+            }
+            Ok(true)
+        }
+
+        /// The configuration as a `dict` keyed like the keywords.
+        pub fn to_dict<'py>(py: Python<'py>, config: &Config) -> PyResult<Bound<'py, PyDict>> {
+            let dict = PyDict::new(py);
+            $(dict.set_item(stringify!($name), config.$name.to_py(py)?)?;)*
+            Ok(dict)
+        }
+    };
+}
+
+fields!(
+    input_long_side,
+    face_threshold,
+    nms_iou,
+    min_face_size,
+    crop_margin,
+    mask_threshold,
+    uncertain_face_size,
+    uncertain_margin,
+    max_pixels,
+    max_side,
+    max_decode_alloc,
+    plan_cache_size,
+);
+
+/// `Config::default()` with the keywords applied. An unknown keyword or a value of the wrong type
+/// is a `TypeError`, as for any Python function; ranges are checked later by the detector.
+pub fn from_kwargs(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
+    let mut config = Config::default();
+    for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
+        let key: String = key.extract()?;
+        if !set(&mut config, &key, &value)? {
+            return Err(PyTypeError::new_err(format!(
+                "Detector() got an unexpected keyword argument '{key}'; config keywords are: {}",
+                KEYS.join(", ")
+            )));
+        }
+    }
+    Ok(config)
+}

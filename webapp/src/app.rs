@@ -1,0 +1,174 @@
+//! The application state: the four libraries, opened and wired together at startup.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use accounts::{Accounts, AccountsConfig, AdminBootstrap};
+use history_store::{HistoryStore, StoreConfig};
+use mailer::{Mailer, MailerConfig, SmtpConfig, TransportConfig};
+use mask_detect::Detector;
+
+use crate::config::{Settings, SmtpSecurity};
+use crate::fetch::FetchLimits;
+use crate::pool::Pool;
+
+/// Everything a request handler may use. Shared as `Arc<App>`.
+pub struct App {
+    /// The validated settings.
+    pub settings: Settings,
+    /// Users, passwords, tokens, sessions.
+    pub accounts: Accounts,
+    /// Upload history.
+    pub history: HistoryStore,
+    /// Outgoing email.
+    pub mailer: Mailer,
+    /// The detector, shared by the pool's threads.
+    pub detector: Arc<Detector>,
+    /// Bounded detection pool.
+    pub pool: Pool,
+    /// Limits for URL uploads.
+    pub fetch_limits: FetchLimits,
+}
+
+/// What startup has to tell the operator once.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// The administrator's generated password, when one was created just now.
+    pub generated_admin_password: Option<String>,
+}
+
+/// A startup failure, with a message that names what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+impl App {
+    /// Open every library under `settings.data_dir` and ensure an administrator exists.
+    /// Must run inside a tokio runtime (the mailer starts its background task).
+    pub async fn start(settings: Settings) -> Result<(Arc<App>, Startup), StartupError> {
+        let data = settings.data_dir.clone();
+        std::fs::create_dir_all(&data)
+            .map_err(|e| StartupError(format!("cannot create data directory {}: {e}", data.display())))?;
+        let secret = match &settings.secret {
+            Some(s) => s.0.clone().into_bytes(),
+            None => load_or_create_secret(&data)?,
+        };
+        let accounts = Accounts::open(data.join("accounts.sqlite"), AccountsConfig::with_secret(secret))
+            .map_err(|e| StartupError(format!("accounts database: {e}")))?;
+        let store_config = StoreConfig {
+            max_image_bytes: settings.max_upload_bytes.max(32 * 1024 * 1024),
+            ..StoreConfig::default()
+        };
+        let history = HistoryStore::open(data.join("history"), store_config)
+            .map_err(|e| StartupError(format!("history store: {e}")))?;
+        let detector = Detector::from_dir(&settings.models_dir, mask_detect::Config::default())
+            .map_err(|e| StartupError(format!("detector: {e} (run `make models`)")))?;
+        let mailer = Mailer::start(mailer_config(&settings))
+            .map_err(|e| StartupError(format!("mailer: {e}")))?;
+        if !mailer.is_outbox() {
+            let m = mailer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = m.verify().await {
+                    tracing::error!(error = %e, "SMTP server check failed: email will not be delivered until this is fixed");
+                }
+            });
+        }
+        let accounts2 = accounts.clone();
+        let (user, email, password) = (
+            settings.admin_user.clone(),
+            settings.admin_email.clone(),
+            settings.admin_password.as_ref().map(|p| p.0.clone()),
+        );
+        let bootstrap = tokio::task::spawn_blocking(move || accounts2.ensure_admin(&user, &email, password))
+            .await
+            .map_err(|e| StartupError(e.to_string()))?
+            .map_err(|e| StartupError(format!("creating the administrator: {e}")))?;
+        let mut startup = Startup::default();
+        if let AdminBootstrap::Created { generated_password: Some(p), .. } = bootstrap {
+            write_private(&data.join("initial-admin-password"), &format!("{p}\n"))?;
+            startup.generated_admin_password = Some(p);
+        }
+        let fetch_limits = FetchLimits {
+            max_bytes: settings.max_upload_bytes,
+            allow_private: settings.allow_private_urls,
+            ..FetchLimits::default()
+        };
+        let pool = Pool::new(settings.detect_workers, settings.detect_queue);
+        let app = App {
+            settings,
+            accounts,
+            history,
+            mailer,
+            detector: Arc::new(detector),
+            pool,
+            fetch_limits,
+        };
+        Ok((Arc::new(app), startup))
+    }
+}
+
+fn mailer_config(s: &Settings) -> MailerConfig {
+    let transport = match &s.smtp_host {
+        None => TransportConfig::Outbox {
+            dir: s.data_dir.join("outbox"),
+        },
+        Some(host) => {
+            let security = match s.smtp_security {
+                SmtpSecurity::Starttls => mailer::Security::Starttls,
+                SmtpSecurity::Tls => mailer::Security::Tls,
+                SmtpSecurity::None => mailer::Security::None,
+            };
+            let port = s.smtp_port.unwrap_or(match s.smtp_security {
+                SmtpSecurity::Starttls => 587,
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::None => 25,
+            });
+            TransportConfig::Smtp(SmtpConfig {
+                host: host.clone(),
+                port,
+                username: s.smtp_user.clone(),
+                password: s.smtp_password.as_ref().map(|p| mailer::Secret::new(p.0.clone())),
+                security,
+                ..SmtpConfig::default()
+            })
+        }
+    };
+    MailerConfig {
+        product_name: s.product_name.clone(),
+        base_url: s.public_url(),
+        from: s.mail_from.clone(),
+        transport,
+        ..MailerConfig::default()
+    }
+}
+
+/// The token and cookie key: from the data directory, or made once and kept there (mode 0600),
+/// so links in email keep working across restarts.
+fn load_or_create_secret(data: &Path) -> Result<Vec<u8>, StartupError> {
+    let path = data.join("secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= accounts::MIN_SECRET_LEN => Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => Err(StartupError(format!("{} is too short: delete it to make a new one", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = accounts::generate_password() + &accounts::generate_password() + &accounts::generate_password();
+            write_private(&path, &secret)?;
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(StartupError(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), StartupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| StartupError(format!("cannot write {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(contents.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)
+}
