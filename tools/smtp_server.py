@@ -29,6 +29,7 @@ so a test that dies without killing it does not leave it running.
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -104,6 +105,8 @@ def tls_context(cert, key):
 
 
 async def main(args):
+    if args.quiet:
+        logging.getLogger("mail.log").setLevel(logging.CRITICAL)
     os.makedirs(args.maildir, exist_ok=True)
     reject = re.compile(args.reject_pattern) if args.reject_pattern else None
     handler = Handler(args.maildir, reject, args.tempfail_count)
@@ -163,6 +166,7 @@ def parse_args(argv=None):
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465 style)")
     p.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
+    p.add_argument("--quiet", action="store_true", help="do not log session errors (failed TLS handshakes)")
     args = p.parse_args(argv)
     if not args.parse_eml and not args.maildir:
         p.error("--maildir is required")

@@ -43,7 +43,7 @@ pub enum Error {
     /// An input failed validation (username, email or password policy).
     #[error("invalid {field}: {message}")]
     Validation {
-        /// Which input: `"username"`, `"email"`, `"password"` or `"page"`.
+        /// Which input: `"username"`, `"email"`, `"password"`, `"role"` or `"page"`.
         field: &'static str,
         /// A sentence suitable for showing to the user.
         message: String,

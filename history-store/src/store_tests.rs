@@ -185,6 +185,12 @@ fn a_crash_at_any_step_leaves_a_complete_entry_or_nothing() {
             !status.success(),
             "{step:?}: the child was supposed to crash"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            // SIGABRT from the injected abort, not a panic on the way there.
+            assert_eq!(status.signal(), Some(6), "{step:?}: {status:?}");
+        }
         let debris = stored_files(dir.path()).len();
         assert!(
             debris > 0,

@@ -204,7 +204,10 @@ impl Branding {
                 "must start with http://, https:// or / (relative to the base URL)",
             ));
         };
-        if absolute.split_once("://").is_none_or(|(_, rest)| rest.is_empty()) {
+        if absolute
+            .split_once("://")
+            .is_none_or(|(_, rest)| rest.is_empty())
+        {
             return Err(invalid("has no host"));
         }
         Ok(absolute)
@@ -273,7 +276,10 @@ mod tests {
     fn durations_read_naturally() {
         assert_eq!(human_duration(Duration::from_secs(30 * 60)), "30 minutes");
         assert_eq!(human_duration(Duration::from_secs(3600)), "1 hour");
-        assert_eq!(human_duration(Duration::from_secs(5400)), "1 hour 30 minutes");
+        assert_eq!(
+            human_duration(Duration::from_secs(5400)),
+            "1 hour 30 minutes"
+        );
         assert_eq!(human_duration(Duration::from_secs(2 * 86400)), "2 days");
         assert_eq!(human_duration(Duration::from_secs(119)), "1 minute");
         assert_eq!(human_duration(Duration::ZERO), "1 minute");
@@ -287,7 +293,13 @@ mod tests {
             "https://masks.example.org/invite?token=a&b=c"
         );
         assert_eq!(b.link("http://x.test/y").unwrap(), "http://x.test/y");
-        for bad in ["javascript:alert(1)", "//evil.test/x", "relative", "https://", "/a b"] {
+        for bad in [
+            "javascript:alert(1)",
+            "//evil.test/x",
+            "relative",
+            "https://",
+            "/a b",
+        ] {
             assert!(
                 matches!(b.link(bad), Err(Error::InvalidUrl { .. })),
                 "{bad} accepted"
@@ -303,7 +315,13 @@ mod tests {
             .invitation(&to, "<script>x</script>", "pw", "/invite?t=1&u=2")
             .unwrap();
         let raw = String::from_utf8(m.bytes).unwrap();
-        assert!(raw.contains("&lt;script&gt;"), "{raw}");
+        let (text, html) = raw.split_once("Content-Type: text/html").unwrap();
+        assert!(
+            text.contains("Hello <script>x</script>"),
+            "text part is not HTML: {text}"
+        );
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&#60;script&#62;"), "{html}");
         assert!(raw.contains("multipart/alternative"));
         assert_eq!(m.links, vec!["https://masks.example.org/invite?t=1&u=2"]);
         assert_eq!(m.envelope.to().len(), 1);

@@ -89,7 +89,7 @@ impl MailerConfig {
         if self.base_url.chars().any(char::is_whitespace) {
             return invalid("base_url", "must not contain whitespace");
         }
-        self.from_mailbox()?;
+        self.sender_mailbox()?;
         if self.queue_capacity == 0 {
             return invalid("queue_capacity", "must be at least 1");
         }
@@ -116,11 +116,13 @@ impl MailerConfig {
         Ok(())
     }
 
-    pub(crate) fn from_mailbox(&self) -> Result<Mailbox, Error> {
-        self.from.parse().map_err(|e: lettre::address::AddressError| Error::InvalidAddress {
-            address: self.from.clone(),
-            reason: e.to_string(),
-        })
+    pub(crate) fn sender_mailbox(&self) -> Result<Mailbox, Error> {
+        self.from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| Error::InvalidAddress {
+                address: self.from.clone(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -213,7 +215,8 @@ impl fmt::Debug for SmtpConfig {
 
 impl SmtpConfig {
     fn validate(&self) -> Result<(), Error> {
-        let invalid = |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
+        let invalid =
+            |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
         if self.host.trim().is_empty() {
             return invalid("transport.host", "must not be empty".to_owned());
         }
@@ -235,7 +238,10 @@ impl SmtpConfig {
             );
         }
         if self.password.is_some() && self.username.is_none() {
-            return invalid("transport.username", "a password is set but no username".to_owned());
+            return invalid(
+                "transport.username",
+                "a password is set but no username".to_owned(),
+            );
         }
         Ok(())
     }
@@ -306,13 +312,16 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after failed attempt `attempt` (1-based).
+    /// The wait after failed attempt `attempt` (1-based), at most a day.
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1);
         let multiplier = self.factor.checked_pow(exponent).unwrap_or(u32::MAX);
+        // Capped, so a misconfigured factor cannot park a message for years.
+        let cap = Duration::from_secs(24 * 3600);
         self.base_delay
             .checked_mul(multiplier)
-            .unwrap_or(Duration::from_secs(24 * 3600))
+            .unwrap_or(cap)
+            .min(cap)
     }
 }
 
@@ -398,12 +407,22 @@ mod tests {
         smtp("localhost", Security::None).validate().unwrap();
         smtp("127.0.0.1", Security::None).validate().unwrap();
         smtp("[::1]", Security::None).validate().unwrap();
-        let err = smtp("smtp.example.org", Security::None).validate().unwrap_err();
+        let err = smtp("smtp.example.org", Security::None)
+            .validate()
+            .unwrap_err();
         assert!(
-            matches!(err, Error::InvalidConfig { field: "transport.security", .. }),
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    field: "transport.security",
+                    ..
+                }
+            ),
             "{err}"
         );
-        smtp("smtp.example.org", Security::Starttls).validate().unwrap();
+        smtp("smtp.example.org", Security::Starttls)
+            .validate()
+            .unwrap();
     }
 
     #[test]
@@ -412,14 +431,20 @@ mod tests {
             from: "not an address".to_owned(),
             ..MailerConfig::default()
         };
-        assert!(matches!(bad_from.validate(), Err(Error::InvalidAddress { .. })));
+        assert!(matches!(
+            bad_from.validate(),
+            Err(Error::InvalidAddress { .. })
+        ));
         let bad_url = MailerConfig {
             base_url: "ftp://x".to_owned(),
             ..MailerConfig::default()
         };
         assert!(matches!(
             bad_url.validate(),
-            Err(Error::InvalidConfig { field: "base_url", .. })
+            Err(Error::InvalidConfig {
+                field: "base_url",
+                ..
+            })
         ));
         let no_queue = MailerConfig {
             queue_capacity: 0,
@@ -427,7 +452,10 @@ mod tests {
         };
         assert!(matches!(
             no_queue.validate(),
-            Err(Error::InvalidConfig { field: "queue_capacity", .. })
+            Err(Error::InvalidConfig {
+                field: "queue_capacity",
+                ..
+            })
         ));
     }
 
@@ -439,12 +467,48 @@ mod tests {
             password: Some(Secret::new("hunter2-very-secret")),
             ..SmtpConfig::default()
         };
-        let printed = format!("{config:?} {:?}", MailerConfig {
-            transport: TransportConfig::Smtp(config.clone()),
-            ..MailerConfig::default()
-        });
+        let printed = format!(
+            "{config:?} {:?}",
+            MailerConfig {
+                transport: TransportConfig::Smtp(config.clone()),
+                ..MailerConfig::default()
+            }
+        );
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("smtp.example.org"));
+    }
+
+    #[test]
+    fn deserializes_with_defaults_and_humane_durations() {
+        let config: MailerConfig = serde_json::from_str(
+            r#"{
+                "base_url": "https://masks.example.org",
+                "transport": {
+                    "kind": "smtp", "host": "smtp.example.org", "port": 465,
+                    "security": "tls", "username": "me", "password": "s3cret", "timeout": "10s"
+                },
+                "retry": { "base_delay": "500ms" }
+            }"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.product_name, "Mask Detect");
+        let TransportConfig::Smtp(smtp) = &config.transport else {
+            panic!("{config:?}")
+        };
+        assert_eq!(smtp.security, Security::Tls);
+        assert_eq!(smtp.timeout, Duration::from_secs(10));
+        assert_eq!(smtp.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(config.retry.base_delay, Duration::from_millis(500));
+        assert_eq!(config.retry.max_attempts, 3);
+
+        let outbox: MailerConfig =
+            serde_json::from_str(r#"{"transport": {"kind": "outbox", "dir": "/tmp/x"}}"#).unwrap();
+        assert!(matches!(outbox.transport, TransportConfig::Outbox { .. }));
+        let typo = serde_json::from_str::<MailerConfig>(
+            r#"{"transport": {"kind": "smtp", "host": "h", "passwrd": "x"}}"#,
+        );
+        assert!(typo.is_err(), "unknown field accepted");
     }
 
     #[test]

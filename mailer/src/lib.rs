@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use config::{MailerConfig, RetryPolicy, Secret, Security, SmtpConfig, TransportConfig};
 pub use error::Error;
@@ -113,7 +113,7 @@ impl Mailer {
         let branding = Branding {
             product: config.product_name.trim().to_owned(),
             base_url: config.base_url.clone(),
-            from: config.from_mailbox()?,
+            from: config.sender_mailbox()?,
         };
         let backend = Arc::new(match &config.transport {
             TransportConfig::Smtp(smtp) => Backend::smtp(smtp)?,
@@ -178,10 +178,12 @@ impl Mailer {
         set_password_url: &str,
     ) -> Result<MessageId> {
         let mailbox = compose::recipient(to)?;
-        let message =
-            self.inner
-                .branding
-                .invitation(&mailbox, username, default_password, set_password_url)?;
+        let message = self.inner.branding.invitation(
+            &mailbox,
+            username,
+            default_password,
+            set_password_url,
+        )?;
         self.enqueue(MessageKind::Invitation, &mailbox, message)
     }
 
@@ -249,7 +251,7 @@ impl Mailer {
                 self.inner.log.remove(id);
                 match e {
                     mpsc::error::TrySendError::Full(_) => {
-                        error!(%kind, %to, capacity = self.inner.queue_capacity, "mailer: queue full; message not queued");
+                        warn!(%kind, %to, capacity = self.inner.queue_capacity, "mailer: queue full; message not queued");
                         Err(Error::QueueFull {
                             capacity: self.inner.queue_capacity,
                         })

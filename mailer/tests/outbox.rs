@@ -1,4 +1,5 @@
 //! Outbox mode: `.eml` files in a directory, links logged, nothing secret logged.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on broken fixtures
 
 mod common;
 
@@ -38,7 +39,12 @@ async fn messages_become_eml_files_and_links_are_logged() {
     assert!(matches!(mailer.verify().await, Err(Error::NotSmtp)));
 
     let invite = mailer
-        .send_invitation("ada@example.org", "ada", "Default-Pa55-xyz", "/invite?token=INV1")
+        .send_invitation(
+            "ada@example.org",
+            "ada",
+            "Default-Pa55-xyz",
+            "/invite?token=INV1",
+        )
         .unwrap();
     let d = mailer
         .wait_for_outcome(invite, Duration::from_secs(10))
@@ -65,25 +71,56 @@ async fn messages_become_eml_files_and_links_are_logged() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().any(|n| n.ends_with("-invitation.eml")), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with("-password-reset.eml")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("-invitation.eml")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with("-password-reset.eml")),
+        "{names:?}"
+    );
 
-    let inv = parse_eml(files.iter().find(|f| f.to_string_lossy().contains("invitation")).unwrap());
+    let inv = parse_eml(
+        files
+            .iter()
+            .find(|f| f.to_string_lossy().contains("invitation"))
+            .unwrap(),
+    );
     assert_eq!(inv.str("subject"), "Your Mask Detect account");
     assert_eq!(inv.str("content_type"), "multipart/alternative");
     assert!(inv.str("to").contains("ada@example.org"));
-    assert!(inv.str("text").contains("http://127.0.0.1:8080/invite?token=INV1"));
+    assert!(
+        inv.str("text")
+            .contains("http://127.0.0.1:8080/invite?token=INV1")
+    );
     assert!(inv.str("text").contains("Default-Pa55-xyz"));
-    assert!(inv.str("html").contains(r#"href="http://127.0.0.1:8080/invite?token=INV1""#));
-    let rst = parse_eml(files.iter().find(|f| f.to_string_lossy().contains("reset")).unwrap());
+    assert!(
+        inv.str("html")
+            .contains(r#"href="http://127.0.0.1:8080/invite?token=INV1""#)
+    );
+    let rst = parse_eml(
+        files
+            .iter()
+            .find(|f| f.to_string_lossy().contains("reset"))
+            .unwrap(),
+    );
     assert!(rst.str("text").contains("1 hour"));
 
     // Someone trying the app locally can follow the links from the log; the password stays out.
     let logged = logs.text();
-    assert!(logged.contains("http://127.0.0.1:8080/invite?token=INV1"), "{logged}");
-    assert!(logged.contains("http://127.0.0.1:8080/reset?token=RST2"), "{logged}");
+    assert!(
+        logged.contains("http://127.0.0.1:8080/invite?token=INV1"),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("http://127.0.0.1:8080/reset?token=RST2"),
+        "{logged}"
+    );
     assert!(logged.contains(" INFO "), "{logged}");
-    assert!(!logged.contains("Default-Pa55-xyz"), "password logged:\n{logged}");
+    assert!(
+        !logged.contains("Default-Pa55-xyz"),
+        "password logged:\n{logged}"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +142,10 @@ async fn bad_input_is_the_callers_error_and_not_logged_as_delivery() {
     assert!(mailer.deliveries().is_empty());
 
     let id = mailer.send_test("ops@example.org").unwrap();
-    let d = mailer.wait_for_outcome(id, Duration::from_secs(10)).await.unwrap();
+    let d = mailer
+        .wait_for_outcome(id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(d.status, DeliveryStatus::Sent);
     assert_eq!(d.kind, MessageKind::Test);
     assert_eq!(emls(root.path()).len(), 1);
@@ -124,11 +164,18 @@ async fn log_is_bounded_and_newest_first() {
         ids.push(mailer.send_test(&format!("u{i}@example.org")).unwrap());
     }
     for id in &ids[2..] {
-        mailer.wait_for_outcome(*id, Duration::from_secs(10)).await.unwrap();
+        mailer
+            .wait_for_outcome(*id, Duration::from_secs(10))
+            .await
+            .unwrap();
     }
     let log: Vec<_> = mailer.deliveries().iter().map(|d| d.id).collect();
     assert_eq!(log, vec![ids[4], ids[3], ids[2]]);
-    assert_eq!(emls(root.path()).len(), 5, "eviction from the log does not drop mail");
+    assert_eq!(
+        emls(root.path()).len(),
+        5,
+        "eviction from the log does not drop mail"
+    );
 }
 
 #[tokio::test]

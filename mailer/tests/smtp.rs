@@ -1,10 +1,11 @@
 //! Delivery over SMTP to a real server process (aiosmtpd) on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns panic on broken fixtures
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LogCapture, SmtpServer, closed_port, eventually};
+use common::{LogCapture, SmtpServer, closed_port, eventually, unescape};
 use mailer::{
     DeliveryStatus, Error, Mailer, MailerConfig, MessageKind, RetryPolicy, Security, SmtpConfig,
     TransportConfig,
@@ -93,8 +94,10 @@ async fn invitation_and_reset_arrive_with_both_parts_and_links() {
     );
     let html = inv.str("html");
     assert!(html.contains("Default-Pa55-xyz"), "{html}");
+    assert!(!html.contains("&x=1"), "raw & in HTML: {html}");
     assert!(
-        html.contains(r#"href="https://masks.example.org/invite?token=INVITETOKEN123&amp;x=1""#),
+        unescape(html)
+            .contains(r#"href="https://masks.example.org/invite?token=INVITETOKEN123&x=1""#),
         "{html}"
     );
 
@@ -134,7 +137,14 @@ async fn invitation_and_reset_arrive_with_both_parts_and_links() {
 #[tokio::test]
 async fn server_down_fails_after_all_retries() {
     let retry = fast_retry();
+    let logs = LogCapture::start();
     let mailer = Mailer::start(config(closed_port(), retry)).unwrap();
+    // Startup checks the connection in the background and logs a clear error, without failing.
+    eventually(WAIT, "the startup check's error", || {
+        let logged = logs.text();
+        (logged.contains("ERROR") && logged.contains("cannot use the SMTP server")).then_some(())
+    })
+    .await;
     let err = mailer.verify().await.unwrap_err();
     assert!(matches!(err, Error::Smtp { .. }), "{err}");
 
@@ -147,7 +157,11 @@ async fn server_down_fails_after_all_retries() {
     assert!(!reason.is_empty());
     assert_eq!(d.attempts, 3);
     // Two waits between three attempts: 20 ms then 40 ms.
-    assert!(started.elapsed() >= Duration::from_millis(60), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -162,9 +176,11 @@ async fn transient_reply_is_retried_then_sent() {
     let id = mailer.send_test("ops@example.org").unwrap();
 
     // Between the attempts the admin page shows why the first one failed.
-    let (attempt, reason) = eventually(WAIT, "Retrying status", || match mailer.delivery(id)?.status {
-        DeliveryStatus::Retrying { attempt, reason } => Some((attempt, reason)),
-        _ => None,
+    let (attempt, reason) = eventually(WAIT, "Retrying status", || {
+        match mailer.delivery(id)?.status {
+            DeliveryStatus::Retrying { attempt, reason } => Some((attempt, reason)),
+            _ => None,
+        }
     })
     .await;
     assert_eq!(attempt, 1);
@@ -248,7 +264,9 @@ async fn full_queue_is_an_error_not_a_drop() {
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=127.0.0.1"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
@@ -305,6 +323,7 @@ async fn untrusted_certificate_is_refused() {
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
+        "--quiet", // the refused handshakes are expected
     ]);
     let mut config = config(server.port, fast_retry());
     let TransportConfig::Smtp(smtp) = &mut config.transport else {

@@ -103,7 +103,7 @@ impl LinearHead {
             )));
         }
         let finite = f.mean.iter().chain(&f.coef).all(|v| v.is_finite());
-        if !finite || !f.intercept.is_finite() || f.scale.iter().any(|s| !(*s > 0.0)) {
+        if !finite || !f.intercept.is_finite() || f.scale.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(invalid(
                 "every number must be finite and every scale positive".into(),
             ));

@@ -7,8 +7,13 @@
 //!    [`Config::input_long_side`] and padded to multiples of 32 (RGB, 0..255, no mean subtraction,
 //!    as its authors feed it); heatmap threshold, `exp(scale) * 4` box sizes, offsets, stride 4,
 //!    five landmarks, then non-maximum suppression.
-//! 2. **Masks**: each face is cropped from the full-resolution image, resized to 224x224, scaled to
-//!    [-1, 1] and classified by a MobileNetV2 (`mask_classifier.onnx`), batched.
+//! 2. **Masks**: each face is cropped from the full-resolution image (grown by
+//!    [`Config::crop_margin`]), resized to 224x224, scaled to [-1, 1] and run through a MobileNetV2
+//!    (`mask_classifier.onnx`), batched. The mask probability comes from our own head by default
+//!    ([`MaskHead::Trained`]): a logistic regression on the network's 1280-d pooled features, fitted
+//!    on the evaluation set's `train` split by `tools/train_head.py` and embedded from
+//!    `heads/mask_head.json` (see `MODEL_CARD.md`). [`MaskHead::Shipped`] uses the network's own
+//!    softmax instead.
 //!
 //! A [`Detector`] is built once (models parsed, plans optimised lazily per input shape and cached)
 //! and is `Send + Sync`: share it between threads in an `Arc`; inference takes no lock.

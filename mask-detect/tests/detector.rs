@@ -7,7 +7,10 @@ use std::io::Cursor;
 use std::sync::{Arc, OnceLock};
 
 use mask_detect::image::{DynamicImage, ImageFormat, Rgb};
-use mask_detect::{Category, Config, Detection, Detector, Error, Label, annotate, iou};
+use mask_detect::{
+    Category, Config, Detection, Detector, Error, HEAD_FORMAT, Label, LinearHead, MaskHead,
+    annotate, iou,
+};
 use serde_json::Value;
 
 const EVAL: &str = "../../shared/eval";
@@ -384,4 +387,108 @@ fn shared_between_threads_gives_the_same_answers() {
     for h in handles {
         assert_eq!(h.join().unwrap(), serial);
     }
+}
+
+#[test]
+fn the_default_detector_uses_our_trained_head() {
+    assert_eq!(Config::default().mask_head, MaskHead::Trained);
+    // Clear masked faces of the test split: the shipped softmax calls many of them no_mask; our
+    // head must call nearly all of them mask.
+    let images = clear_images("mask", 40.0, 8);
+    assert!(
+        images.len() >= 4,
+        "need clear masked photos, got {}",
+        images.len()
+    );
+    let (mut masked, mut total) = (0, 0);
+    for m in &images {
+        let d = detector().detect_bytes(&read(&m.image)).unwrap();
+        for f in d
+            .faces
+            .iter()
+            .filter(|f| m.faces.iter().any(|(b, _)| iou(&f.bbox, b) >= 0.4))
+        {
+            total += 1;
+            masked += usize::from(f.label == Label::Mask);
+        }
+    }
+    assert!(total >= 4, "too few masked faces matched: {total}");
+    assert!(
+        masked * 10 >= total * 9,
+        "{masked}/{total} clear masked faces labelled mask"
+    );
+}
+
+#[test]
+fn the_shipped_head_gives_the_softmax_and_ours_differs() {
+    let shipped = Detector::from_dir(
+        "../models",
+        Config {
+            mask_head: MaskHead::Shipped,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let img = mask_detect::decode_image(
+        &read("kaggle853/images/maksssksksss0.png"),
+        &Config::default(),
+    )
+    .unwrap();
+    let rgb = shipped.rgb_image(&img).unwrap();
+    let faces = shipped.detect_faces(&rgb).unwrap();
+    let crops: Vec<_> = faces
+        .iter()
+        .map(|f| mask_detect::crop_face(&rgb, &f.bbox, shipped.config().crop_margin))
+        .collect();
+    let a = shipped.classify_crops(&crops).unwrap();
+    let b = detector().classify_crops(&crops).unwrap();
+    assert!(!a.is_empty());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.mask_probability, a.softmax_probability);
+        assert_eq!(a.softmax_probability, b.softmax_probability);
+        assert_eq!(a.features.len(), 1280);
+        assert_eq!(a.features, b.features);
+    }
+    assert!(
+        a.iter()
+            .zip(&b)
+            .any(|(a, b)| a.mask_probability != b.mask_probability)
+    );
+    // The full pipeline gives exactly the stage-by-stage result.
+    let d = detector().detect(&img).unwrap();
+    let probs: Vec<f32> = d.faces.iter().map(|f| f.mask_probability).collect();
+    let staged: Vec<f32> = b.iter().map(|c| c.mask_probability).collect();
+    assert_eq!(probs, staged);
+}
+
+#[test]
+fn a_custom_head_is_used_and_a_bad_one_is_refused() {
+    let text = std::fs::read_to_string("heads/mask_head.json").unwrap();
+    let head = Arc::new(LinearHead::from_json(&text).unwrap());
+    let custom = Detector::from_dir(
+        "../models",
+        Config {
+            mask_head: MaskHead::Custom(head),
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let bytes = read("kaggle853/images/maksssksksss0.png");
+    assert_eq!(
+        custom.detect_bytes(&bytes).unwrap(),
+        detector().detect_bytes(&bytes).unwrap()
+    );
+    // A head for a different feature length cannot run on this classifier: refused at startup.
+    let small = format!(
+        r#"{{"format": "{HEAD_FORMAT}", "mean": [0.0], "scale": [1.0], "coef": [1.0], "intercept": 0.0, "threshold": 0.5}}"#
+    );
+    let e = Detector::from_dir(
+        "../models",
+        Config {
+            mask_head: MaskHead::Custom(Arc::new(LinearHead::from_json(&small).unwrap())),
+            ..Config::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ModelInvalid { .. }), "{e}");
 }

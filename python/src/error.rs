@@ -105,7 +105,6 @@ pub fn catch<T, F>(f: F) -> Result<T, Failure>
 where
     F: FnOnce() -> Result<T, Failure>,
 {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        Err(Failure::from_panic(payload))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(Failure::from_panic(payload)))
 }

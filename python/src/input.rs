@@ -64,10 +64,7 @@ impl Input {
 /// numpy C API and would panic where numpy is not installed (it is only needed for array input).
 fn is_ndarray(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = obj.py();
-    let numpy_loaded = py
-        .import("sys")?
-        .getattr("modules")?
-        .contains("numpy")?;
+    let numpy_loaded = py.import("sys")?.getattr("modules")?.contains("numpy")?;
     Ok(numpy_loaded && obj.is_instance_of::<PyUntypedArray>())
 }
 
@@ -81,11 +78,7 @@ fn pixels(array: &Bound<'_, PyUntypedArray>) -> PyResult<DynamicImage> {
         )));
     }
     let shape = array.shape().to_vec();
-    let shape_ok = match shape.as_slice() {
-        [_, _] => true,
-        [_, _, 3] => true,
-        _ => false,
-    };
+    let shape_ok = matches!(shape.as_slice(), [_, _] | [_, _, 3]);
     if !shape_ok {
         return Err(PyValueError::new_err(format!(
             "image array must have shape (height, width, 3) for RGB or (height, width) for gray, got {shape:?}"
@@ -113,5 +106,9 @@ fn pixels(array: &Bound<'_, PyUntypedArray>) -> PyResult<DynamicImage> {
     } else {
         RgbImage::from_raw(w, h, data).map(DynamicImage::ImageRgb8)
     };
-    image.ok_or_else(|| PyValueError::new_err(format!("image array data does not match its shape {shape:?}")))
+    image.ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "image array data does not match its shape {shape:?}"
+        ))
+    })
 }

@@ -1,13 +1,13 @@
 //! Python bindings for the `mask-detect` crate: the native part of the `mask_detect` package.
 //!
 //! This crate is a thin frontend. It converts Python values into the detector's inputs, calls
-//! [`mask_detect::Detector`] with the GIL released, and converts the results back:
+//! `mask_detect::Detector` with the GIL released, and converts the results back:
 //!
-//! - [`detector::PyDetector`] (`mask_detect.Detector`) loads the models once and is shared freely
+//! - `detector::PyDetector` (`mask_detect.Detector`) loads the models once and is shared freely
 //!   between Python threads;
-//! - [`types::PyDetection`] / [`types::PyFace`] (`mask_detect.Detection` / `Face`) wrap the Rust
+//! - `types::PyDetection` / `types::PyFace` (`mask_detect.Detection` / `Face`) wrap the Rust
 //!   serde types, so `to_dict()` / `to_json()` are the crate's JSON schema by construction;
-//! - [`error::Failure`] is the one place where Rust errors become Python exceptions
+//! - `error::Failure` is the one place where Rust errors become Python exceptions
 //!   (`mask_detect.ImageError` for bad input, `mask_detect.ModelError` for everything else).
 //!
 //! The exception classes and the packaged models directory (`mask_detect.MODELS_DIR`) are defined

@@ -109,7 +109,11 @@ impl PyFace {
             self.inner.score,
             self.label(),
             self.inner.mask_probability,
-            if self.inner.uncertain { "True" } else { "False" },
+            if self.inner.uncertain {
+                "True"
+            } else {
+                "False"
+            },
         )
     }
 }

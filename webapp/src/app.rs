@@ -46,6 +46,15 @@ impl App {
     /// Open every library under `settings.data_dir` and ensure an administrator exists.
     /// Must run inside a tokio runtime (the mailer starts its background task).
     pub async fn start(settings: Settings) -> Result<(Arc<App>, Startup), StartupError> {
+        App::start_with_clock(settings, None).await
+    }
+
+    /// As [`App::start`], with the accounts clock replaced (tests move time forward to expire
+    /// tokens and sessions without sleeping).
+    pub async fn start_with_clock(
+        settings: Settings,
+        clock: Option<Arc<dyn accounts::Clock>>,
+    ) -> Result<(Arc<App>, Startup), StartupError> {
         let data = settings.data_dir.clone();
         std::fs::create_dir_all(&data)
             .map_err(|e| StartupError(format!("cannot create data directory {}: {e}", data.display())))?;
@@ -53,7 +62,11 @@ impl App {
             Some(s) => s.0.clone().into_bytes(),
             None => load_or_create_secret(&data)?,
         };
-        let accounts = Accounts::open(data.join("accounts.sqlite"), AccountsConfig::with_secret(secret))
+        let mut accounts_config = AccountsConfig::with_secret(secret);
+        if let Some(clock) = clock {
+            accounts_config.clock = clock;
+        }
+        let accounts = Accounts::open(data.join("accounts.sqlite"), accounts_config)
             .map_err(|e| StartupError(format!("accounts database: {e}")))?;
         let store_config = StoreConfig {
             max_image_bytes: settings.max_upload_bytes.max(32 * 1024 * 1024),

@@ -25,6 +25,8 @@ pub enum AppError {
     TooLarge(String),
     /// 429: too many attempts.
     TooManyRequests(String),
+    /// 415: the body is not of a type this route reads.
+    UnsupportedMediaType,
     /// 503: the detection queue is full.
     Busy,
     /// 500: our fault; the message is logged, the client gets a generic one.
@@ -44,6 +46,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +62,7 @@ impl AppError {
             | AppError::TooLarge(m)
             | AppError::TooManyRequests(m) => m.clone(),
             AppError::NotFound => "not found".into(),
+            AppError::UnsupportedMediaType => "unsupported content type".into(),
             AppError::Busy => "the server is busy: try again in a few seconds".into(),
             AppError::Internal(_) => "internal error: it has been logged".into(),
         }

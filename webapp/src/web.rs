@@ -143,9 +143,46 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| AppError::Internal(format!("blocking task: {e}")).reject())?
 }
 
-/// A urlencoded form body, size-capped.
+/// A urlencoded form body, capped at [`FORM_LIMIT`] bytes whether or not the client sends a
+/// `Content-Length` (413 beyond it). A non-form content type is 415.
 pub fn form() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(FORM_LIMIT).and(warp::body::form())
+    // The type is checked before the body is taken, so `form().or(other)` can still read it.
+    warp::header::optional::<String>("content-type")
+        .and_then(|ct: Option<String>| async move {
+            let is_form = ct
+                .as_deref()
+                .is_none_or(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+            if is_form {
+                Ok(())
+            } else {
+                Err(warp::reject::custom(AppError::UnsupportedMediaType))
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(|body| async move {
+            let bytes = read_capped(body, FORM_LIMIT).await.map_err(warp::reject::custom)?;
+            Ok::<_, Rejection>(form_urlencoded::parse(&bytes).into_owned().collect())
+        })
+}
+
+/// Collect a body stream, refusing (413) once it exceeds `limit` bytes.
+pub async fn read_capped<S, B>(body: S, limit: u64) -> Result<Vec<u8>, AppError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| AppError::BadRequest(format!("reading the body: {e}")))?;
+        if out.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(AppError::TooLarge("request body too large".into()));
+        }
+        out.extend_from_slice(chunk.chunk());
+    }
+    Ok(out)
 }
 
 /// Render a template with a status; sets the anonymous CSRF cookie when it is new.

@@ -144,8 +144,8 @@ fn run() -> Result<ExitCode, String> {
     let mut manifest = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line.map_err(|e| e.to_string())?;
-        let entry: ManifestLine = serde_json::from_str(&line)
-            .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+        let entry: ManifestLine =
+            serde_json::from_str(&line).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
         if args.split.iter().any(|s| s == "all" || *s == entry.split) {
             manifest.push(entry);
         }
@@ -319,7 +319,13 @@ fn tally(
             }
         }
     }
-    let order = ["mask", "no_mask", "incorrect", "other", "(no face: false positive)"];
+    let order = [
+        "mask",
+        "no_mask",
+        "incorrect",
+        "other",
+        "(no face: false positive)",
+    ];
     let confusion = order
         .into_iter()
         .filter_map(|k| confusion.get(k).map(|v| (k, *v)))

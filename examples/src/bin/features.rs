@@ -172,7 +172,7 @@ fn run() -> Result<(), String> {
     if let Some(mut out) = rows_out {
         out.flush().map_err(|e| e.to_string())?;
         for (m, data) in margins.iter().zip(&features) {
-            let dim = if nrows == 0 { 0 } else { data.len() / nrows };
+            let dim = data.len().checked_div(nrows).unwrap_or(0);
             let path = args.out.join(format!("features-m{m}.npy"));
             write_npy(&path, data, nrows, dim)?;
             eprintln!("{}: {nrows} x {dim}", path.display());
@@ -294,7 +294,8 @@ fn for_each_parallel<T: Sync, R: Send>(
 
 /// A float32 little-endian `.npy` file (format 1.0) of shape `[rows, cols]`.
 fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<(), String> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');

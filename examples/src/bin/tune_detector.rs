@@ -7,11 +7,11 @@
 //! Each `DIR` holds a `detections.jsonl` written by
 //! `features --no-features --face-threshold 0.2 --long-side N --out DIR` (every face scoring above
 //! a low threshold, after non-maximum suppression). For every face threshold and minimum face
-//! width in a grid this prints face recall and precision on the split (the referee's greedy IoU
-//! >= 0.4 matching), and per directory the setting with the best recall at precision >= the
-//! minimum. Raising the threshold after NMS gives exactly the faces NMS at that threshold keeps;
-//! the width filter is applied after NMS here (before it in the detector), a negligible difference
-//! that `evaluate` checks.
+//! width in a grid this prints face recall and precision on the split, matched like the referee
+//! (greedy, IoU at least 0.4), and per directory the setting with the best recall at a precision of
+//! at least `--min-precision`. Raising the threshold after NMS keeps exactly the faces NMS at that
+//! threshold keeps; the width filter is applied after NMS here (before it in the detector), a
+//! negligible difference that `evaluate` checks.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -22,7 +22,10 @@ use clap::Parser;
 use examples::greedy_match;
 
 #[derive(Parser)]
-#[command(version, about = "Sweep face threshold and minimum face size on saved detections")]
+#[command(
+    version,
+    about = "Sweep face threshold and minimum face size on saved detections"
+)]
 struct Args {
     /// Directories holding detections.jsonl.
     #[arg(required = true)]
@@ -141,7 +144,10 @@ fn run() -> Result<(), String> {
                 "| {} best | {t:.2} | {m} | {r:.4} | {p:.4} |",
                 dir.display()
             ),
-            None => println!("| {} | - | - | no setting reaches the precision | - |", dir.display()),
+            None => println!(
+                "| {} | - | - | no setting reaches the precision | - |",
+                dir.display()
+            ),
         }
     }
     Ok(())

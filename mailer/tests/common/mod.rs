@@ -1,6 +1,7 @@
 //! A real SMTP server (tools/smtp_server.py on aiosmtpd) as a child process, killed on drop.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+// Each test binary uses a different part; a broken fixture should panic.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -196,4 +197,17 @@ impl std::io::Write for CaptureWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Undoes HTML entity escaping of `&`, `<`, `>`, `"`, `'` (named or numeric), to compare links.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#60;", "<")
+        .replace("&lt;", "<")
+        .replace("&#62;", ">")
+        .replace("&gt;", ">")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
 }
