@@ -31,7 +31,10 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 rust-test:
-	cargo test --workspace
+	cargo test --workspace --all-targets
+	cargo test --workspace --doc
 
 python-test:
 	cd tools && $(PYTHON) -m pytest -q
+	bash python/run_tests.sh
+	cd webapp/browser_tests && $(PYTHON) -m pytest -q
