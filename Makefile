@@ -38,3 +38,4 @@ python-test:
 	cd tools && $(PYTHON) -m pytest -q
 	bash python/run_tests.sh
 	cd webapp/browser_tests && $(PYTHON) -m pytest -q
+	cd webapp/fault_tests && $(PYTHON) -m pytest -q

@@ -29,6 +29,8 @@ pub enum AppError {
     UnsupportedMediaType,
     /// 503: the detection queue is full.
     Busy,
+    /// 503: the data directory cannot be written (disk full, read-only); nothing was saved.
+    StorageUnavailable,
     /// 500: our fault; the message is logged, the client gets a generic one.
     Internal(String),
 }
@@ -47,7 +49,7 @@ impl AppError {
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Busy | AppError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +66,9 @@ impl AppError {
             AppError::NotFound => "not found".into(),
             AppError::UnsupportedMediaType => "unsupported content type".into(),
             AppError::Busy => "the server is busy: try again in a few seconds".into(),
+            AppError::StorageUnavailable => {
+                "storage unavailable: the upload was not saved; try again later".into()
+            }
             AppError::Internal(_) => "internal error: it has been logged".into(),
         }
     }
@@ -72,6 +77,18 @@ impl AppError {
     pub fn reject(self) -> Rejection {
         warp::reject::custom(self)
     }
+}
+
+/// An error and all its sources, `outer: inner: innermost`, for logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }
 
 /// A JSON error body for the API.

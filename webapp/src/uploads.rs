@@ -155,7 +155,12 @@ fn detect_blocking(
             history_store::Error::UnsupportedImage { .. } | history_store::Error::InvalidInput { .. } => {
                 AppError::BadRequest(e.to_string())
             }
-            other => AppError::Internal(format!("storing the upload: {other}")),
+            other @ (history_store::Error::Io { .. } | history_store::Error::Database { .. }) => {
+                // The operator needs the operating system's reason ("No space left on device").
+                tracing::error!(error = %crate::error::chain(&other), "storing the upload failed");
+                AppError::StorageUnavailable
+            }
+            other => AppError::Internal(format!("storing the upload: {}", crate::error::chain(&other))),
         })?;
     Ok((entry, detection))
 }
