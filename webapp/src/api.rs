@@ -36,7 +36,12 @@ fn required<'a>(fields: &'a HashMap<String, String>, name: &str) -> Result<&'a s
 }
 
 /// Check a user name and password (throttled like the login form) and return the user.
-async fn authenticate(app: &Arc<App>, username: &str, password: &str, client: String) -> Result<accounts::User, AppError> {
+async fn authenticate(
+    app: &Arc<App>,
+    username: &str,
+    password: &str,
+    client: String,
+) -> Result<accounts::User, AppError> {
     let accounts = app.accounts.clone();
     let (u, p) = (username.to_string(), password.to_string());
     let result = blocking(move || {
@@ -49,7 +54,9 @@ async fn authenticate(app: &Arc<App>, username: &str, password: &str, client: St
     .await
     .map_err(|_| AppError::Internal("authentication task failed".into()))?;
     result.map_err(|e| match e {
-        accounts::Error::Throttled { .. } => AppError::TooManyRequests("too many failed attempts, try again later".into()),
+        accounts::Error::Throttled { .. } => {
+            AppError::TooManyRequests("too many failed attempts, try again later".into())
+        }
         accounts::Error::InvalidCredentials | accounts::Error::Validation { .. } => {
             AppError::Unauthorized("invalid username or password".into())
         }
@@ -59,10 +66,18 @@ async fn authenticate(app: &Arc<App>, username: &str, password: &str, client: St
 
 /// `POST /api/register` (form or multipart: `username`, `password`, optional `email`; in `admin`
 /// mode also `admin_username`, `admin_password`).
-pub async fn register(fields: HashMap<String, String>, client: String, app: Arc<App>) -> Result<Response, Rejection> {
+pub async fn register(
+    fields: HashMap<String, String>,
+    client: String,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
     let result = async {
         match app.settings.api_registration {
-            ApiRegistration::Off => return Err(AppError::Forbidden("registration through the API is disabled".into())),
+            ApiRegistration::Off => {
+                return Err(AppError::Forbidden(
+                    "registration through the API is disabled".into(),
+                ));
+            }
             ApiRegistration::Admin => {
                 let admin = authenticate(
                     &app,
@@ -72,7 +87,9 @@ pub async fn register(fields: HashMap<String, String>, client: String, app: Arc<
                 )
                 .await?;
                 if !admin.is_admin() {
-                    return Err(AppError::Forbidden("administrator credentials required".into()));
+                    return Err(AppError::Forbidden(
+                        "administrator credentials required".into(),
+                    ));
                 }
             }
             ApiRegistration::Open => {}
@@ -87,14 +104,25 @@ pub async fn register(fields: HashMap<String, String>, client: String, app: Arc<
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| format!("{}@users.invalid", username.to_ascii_lowercase()));
         let accounts = app.accounts.clone();
-        let new = NewUser { username, email, role: Role::User, password: Some(password) };
+        let new = NewUser {
+            username,
+            email,
+            role: Role::User,
+            password: Some(password),
+        };
         let r = blocking(move || Ok(accounts.create_user(new)))
             .await
             .map_err(|_| AppError::Internal("registration task failed".into()))?;
         r.map_err(|e| match e {
-            accounts::Error::UsernameTaken { .. } => AppError::Conflict("username already taken".into()),
-            accounts::Error::EmailTaken { .. } => AppError::Conflict("email address already in use".into()),
-            accounts::Error::Validation { field, message } => AppError::BadRequest(format!("invalid {field}: {message}")),
+            accounts::Error::UsernameTaken { .. } => {
+                AppError::Conflict("username already taken".into())
+            }
+            accounts::Error::EmailTaken { .. } => {
+                AppError::Conflict("email address already in use".into())
+            }
+            accounts::Error::Validation { field, message } => {
+                AppError::BadRequest(format!("invalid {field}: {message}"))
+            }
             other => AppError::Internal(other.to_string()),
         })
     }
@@ -122,7 +150,8 @@ pub async fn upload(form: FormData, client: String, app: Arc<App>) -> Result<Res
     .await;
     match result {
         Ok((entry, detection)) => {
-            let mut payload = serde_json::to_value(&detection).map_err(|e| AppError::Internal(e.to_string()).reject())?;
+            let mut payload = serde_json::to_value(&detection)
+                .map_err(|e| AppError::Internal(e.to_string()).reject())?;
             payload["id"] = entry.id.as_str().into();
             Ok(created(payload))
         }
@@ -133,7 +162,9 @@ pub async fn upload(form: FormData, client: String, app: Arc<App>) -> Result<Res
 /// `GET /api/openapi.json`
 pub async fn openapi() -> Result<Response, Rejection> {
     let mut r = OPENAPI.into_response();
-    r.headers_mut()
-        .insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }

@@ -56,8 +56,12 @@ impl App {
         clock: Option<Arc<dyn accounts::Clock>>,
     ) -> Result<(Arc<App>, Startup), StartupError> {
         let data = settings.data_dir.clone();
-        std::fs::create_dir_all(&data)
-            .map_err(|e| StartupError(format!("cannot create data directory {}: {e}", data.display())))?;
+        std::fs::create_dir_all(&data).map_err(|e| {
+            StartupError(format!(
+                "cannot create data directory {}: {e}",
+                data.display()
+            ))
+        })?;
         let secret = match &settings.secret {
             Some(s) => s.0.clone().into_bytes(),
             None => load_or_create_secret(&data)?,
@@ -92,12 +96,17 @@ impl App {
             settings.admin_email.clone(),
             settings.admin_password.as_ref().map(|p| p.0.clone()),
         );
-        let bootstrap = tokio::task::spawn_blocking(move || accounts2.ensure_admin(&user, &email, password))
-            .await
-            .map_err(|e| StartupError(e.to_string()))?
-            .map_err(|e| StartupError(format!("creating the administrator: {e}")))?;
+        let bootstrap =
+            tokio::task::spawn_blocking(move || accounts2.ensure_admin(&user, &email, password))
+                .await
+                .map_err(|e| StartupError(e.to_string()))?
+                .map_err(|e| StartupError(format!("creating the administrator: {e}")))?;
         let mut startup = Startup::default();
-        if let AdminBootstrap::Created { generated_password: Some(p), .. } = bootstrap {
+        if let AdminBootstrap::Created {
+            generated_password: Some(p),
+            ..
+        } = bootstrap
+        {
             write_private(&data.join("initial-admin-password"), &format!("{p}\n"))?;
             startup.generated_admin_password = Some(p);
         }
@@ -140,7 +149,10 @@ fn mailer_config(s: &Settings) -> MailerConfig {
                 host: host.clone(),
                 port,
                 username: s.smtp_user.clone(),
-                password: s.smtp_password.as_ref().map(|p| mailer::Secret::new(p.0.clone())),
+                password: s
+                    .smtp_password
+                    .as_ref()
+                    .map(|p| mailer::Secret::new(p.0.clone())),
                 security,
                 ..SmtpConfig::default()
             })
@@ -161,9 +173,14 @@ fn load_or_create_secret(data: &Path) -> Result<Vec<u8>, StartupError> {
     let path = data.join("secret");
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= accounts::MIN_SECRET_LEN => Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => Err(StartupError(format!("{} is too short: delete it to make a new one", path.display()))),
+        Ok(_) => Err(StartupError(format!(
+            "{} is too short: delete it to make a new one",
+            path.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = accounts::generate_password() + &accounts::generate_password() + &accounts::generate_password();
+            let secret = accounts::generate_password()
+                + &accounts::generate_password()
+                + &accounts::generate_password();
             write_private(&path, &secret)?;
             Ok(secret.into_bytes())
         }

@@ -150,7 +150,10 @@ impl Settings {
             if !known.contains(&key.as_str()) {
                 return Err(ConfigError(format!("unknown environment variable {var}")));
             }
-            table.insert(key.clone(), env_value(&key, &value).map_err(|m| ConfigError(format!("{var}: {m}")))?);
+            table.insert(
+                key.clone(),
+                env_value(&key, &value).map_err(|m| ConfigError(format!("{var}: {m}")))?,
+            );
         }
         let settings: Settings = toml::Value::Table(table)
             .try_into()
@@ -161,10 +164,26 @@ impl Settings {
 
     fn keys() -> [&'static str; 21] {
         [
-            "addr", "data_dir", "models_dir", "public_url", "product_name", "admin_user",
-            "admin_email", "admin_password", "smtp_host", "smtp_port", "smtp_user",
-            "smtp_password", "smtp_security", "mail_from", "secret", "secure_cookies",
-            "api_registration", "allow_private_urls", "max_upload_bytes", "detect_workers",
+            "addr",
+            "data_dir",
+            "models_dir",
+            "public_url",
+            "product_name",
+            "admin_user",
+            "admin_email",
+            "admin_password",
+            "smtp_host",
+            "smtp_port",
+            "smtp_user",
+            "smtp_password",
+            "smtp_security",
+            "mail_from",
+            "secret",
+            "secure_cookies",
+            "api_registration",
+            "allow_private_urls",
+            "max_upload_bytes",
+            "detect_workers",
             "detect_queue",
         ]
     }
@@ -173,7 +192,9 @@ impl Settings {
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError(format!("public_url must start with http:// or https://, got {url:?}")));
+            return Err(ConfigError(format!(
+                "public_url must start with http:// or https://, got {url:?}"
+            )));
         }
         if self.detect_workers == 0 {
             return Err(ConfigError("detect_workers must be at least 1".into()));
@@ -218,7 +239,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -235,10 +259,18 @@ mod tests {
     fn environment_overrides_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "addr = \"127.0.0.1:6000\"\nsmtp_host = \"mail.example.invalid\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "addr = \"127.0.0.1:6000\"\nsmtp_host = \"mail.example.invalid\"\n",
+        )
+        .unwrap();
         let s = Settings::load(
             Some(&file),
-            env(&[("MASK_WEB_ADDR", "127.0.0.1:7000"), ("MASK_WEB_SECURE_COOKIES", "true"), ("OTHER", "x")]),
+            env(&[
+                ("MASK_WEB_ADDR", "127.0.0.1:7000"),
+                ("MASK_WEB_SECURE_COOKIES", "true"),
+                ("OTHER", "x"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.addr.to_string(), "127.0.0.1:7000");
@@ -251,9 +283,15 @@ mod tests {
         let e = Settings::load(None, env(&[("MASK_WEB_NOPE", "1")])).unwrap_err();
         assert!(e.to_string().contains("MASK_WEB_NOPE"), "{e}");
         let e = Settings::load(None, env(&[("MASK_WEB_ADDR", "not an address")])).unwrap_err();
-        assert!(e.to_string().contains("addr") || e.to_string().contains("address"), "{e}");
+        assert!(
+            e.to_string().contains("addr") || e.to_string().contains("address"),
+            "{e}"
+        );
         let e = Settings::load(None, env(&[("MASK_WEB_SMTP_SECURITY", "ssl")])).unwrap_err();
-        assert!(e.to_string().contains("ssl") || e.to_string().contains("variant"), "{e}");
+        assert!(
+            e.to_string().contains("ssl") || e.to_string().contains("variant"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();

@@ -96,7 +96,8 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({"success": false, "error": {"code": status.as_u16(), "message": message}});
     let mut r = warp::reply::with_status(warp::reply::json(&body), status).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert("retry-after", warp::http::HeaderValue::from_static("5"));
+        r.headers_mut()
+            .insert("retry-after", warp::http::HeaderValue::from_static("5"));
     }
     r
 }
@@ -110,7 +111,8 @@ pub fn html_error(status: StatusCode, message: &str) -> Response {
     );
     let mut r = warp::reply::with_status(warp::reply::html(body), status).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert("retry-after", warp::http::HeaderValue::from_static("5"));
+        r.headers_mut()
+            .insert("retry-after", warp::http::HeaderValue::from_static("5"));
     }
     r
 }
@@ -140,21 +142,36 @@ pub fn classify(err: &Rejection) -> (StatusCode, String) {
     } else if err.is_not_found() {
         (StatusCode::NOT_FOUND, "not found".to_string())
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_string())
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large".to_string(),
+        )
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_string())
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+        )
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
-        (StatusCode::LENGTH_REQUIRED, "a Content-Length header is required".to_string())
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length header is required".to_string(),
+        )
     } else if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
         (StatusCode::BAD_REQUEST, format!("malformed form: {e}"))
     } else if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type".to_string())
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content type".to_string(),
+        )
     } else if err.find::<warp::reject::InvalidQuery>().is_some() {
         (StatusCode::BAD_REQUEST, "invalid query string".to_string())
     } else if err.find::<warp::reject::MissingHeader>().is_some()
         || err.find::<warp::reject::InvalidHeader>().is_some()
     {
-        (StatusCode::BAD_REQUEST, "missing or invalid header".to_string())
+        (
+            StatusCode::BAD_REQUEST,
+            "missing or invalid header".to_string(),
+        )
     } else {
         tracing::warn!(?err, "unhandled rejection");
         (StatusCode::BAD_REQUEST, "bad request".to_string())

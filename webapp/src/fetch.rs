@@ -135,7 +135,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 /// Resolve `host:port` and return the one address to connect to, refusing if any address the
 /// name resolves to is non-public (a name with one private answer is treated as hostile).
-async fn resolve_checked(host: &str, port: u16, allow_private: bool) -> Result<SocketAddr, FetchError> {
+async fn resolve_checked(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<SocketAddr, FetchError> {
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = if let Ok(ip) = literal.parse::<IpAddr>() {
         vec![SocketAddr::new(ip, port)]
@@ -145,7 +149,9 @@ async fn resolve_checked(host: &str, port: u16, allow_private: bool) -> Result<S
             .map_err(|_| FetchError::Resolve(host.to_string()))?
             .collect()
     };
-    let first = *addrs.first().ok_or_else(|| FetchError::Resolve(host.to_string()))?;
+    let first = *addrs
+        .first()
+        .ok_or_else(|| FetchError::Resolve(host.to_string()))?;
     if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
         return Err(FetchError::Refused {
             host: host.to_string(),
@@ -191,14 +197,21 @@ async fn fetch_inner(url: &str, limits: &FetchLimits) -> Result<Bytes, FetchErro
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| FetchError::Unreachable(format!("redirect {status} without Location")))?;
+                .ok_or_else(|| {
+                    FetchError::Unreachable(format!("redirect {status} without Location"))
+                })?;
             url = url.join(location).map_err(|_| FetchError::InvalidUrl)?;
             continue;
         }
         if !status.is_success() {
-            return Err(FetchError::Unreachable(format!("the server answered {status}")));
+            return Err(FetchError::Unreachable(format!(
+                "the server answered {status}"
+            )));
         }
-        if response.content_length().is_some_and(|n| n > limits.max_bytes) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > limits.max_bytes)
+        {
             return Err(FetchError::TooLarge(limits.max_bytes));
         }
         let mut body = BytesMut::new();
@@ -238,10 +251,26 @@ mod tests {
     #[test]
     fn non_public_ipv4_literals_are_refused() {
         for a in [
-            "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.127.255.255", "0.0.0.0",
-            "0.1.2.3", "224.0.0.1", "239.255.255.250", "255.255.255.255", "240.0.0.1",
-            "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "192.0.0.8",
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "192.0.0.8",
         ] {
             assert!(!public(a), "{a} should be refused");
         }
@@ -249,7 +278,17 @@ mod tests {
 
     #[test]
     fn public_ipv4_literals_are_allowed() {
-        for a in ["1.1.1.1", "8.8.8.8", "93.184.216.34", "172.15.255.255", "172.32.0.1", "100.63.255.255", "100.128.0.1", "192.169.0.1", "223.255.255.255"] {
+        for a in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "192.169.0.1",
+            "223.255.255.255",
+        ] {
             assert!(public(a), "{a} should be allowed");
         }
     }
@@ -257,10 +296,25 @@ mod tests {
     #[test]
     fn non_public_ipv6_literals_are_refused() {
         for a in [
-            "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "fec0::1",
-            "2001:db8::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
-            "::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "2002:c0a8:101::1",
-            "2001::1", "100::1", "::ffff:0.0.0.0",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "fec0::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "2001::1",
+            "100::1",
+            "::ffff:0.0.0.0",
         ] {
             assert!(!public(a), "{a} should be refused");
         }
@@ -268,7 +322,13 @@ mod tests {
 
     #[test]
     fn public_ipv6_literals_are_allowed() {
-        for a in ["2606:4700:4700::1111", "2a00:1450:4001:81b::200e", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"] {
+        for a in [
+            "2606:4700:4700::1111",
+            "2a00:1450:4001:81b::200e",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(public(a), "{a} should be allowed");
         }
     }
@@ -276,7 +336,12 @@ mod tests {
     #[tokio::test]
     async fn urls_that_are_not_http_are_invalid() {
         let limits = FetchLimits::default();
-        for u in ["file:///etc/passwd", "ftp://example.invalid/x", "not a url", "gopher://x"] {
+        for u in [
+            "file:///etc/passwd",
+            "ftp://example.invalid/x",
+            "not a url",
+            "gopher://x",
+        ] {
             assert_eq!(fetch(u, &limits).await, Err(FetchError::InvalidUrl), "{u}");
         }
     }

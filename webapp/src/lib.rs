@@ -52,7 +52,10 @@ fn upload_body(app: &Arc<App>) -> BoxedFilter<(warp::multipart::FormData,)> {
 }
 
 fn client_addr() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
-    warp::addr::remote().map(|a: Option<SocketAddr>| a.map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into()))
+    warp::addr::remote().map(|a: Option<SocketAddr>| {
+        a.map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    })
 }
 
 fn pages(app: Arc<App>) -> Route {
@@ -61,54 +64,244 @@ fn pages(app: Arc<App>) -> Route {
     let q = || warp::query::<HashMap<String, String>>();
     let get = warp::get;
     let post = warp::post;
-    let r1 = warp::path::end().and(get()).and(v()).and(a()).and_then(pages::index).boxed();
-    let r2 = warp::path!("login").and(get()).and(q()).and(v()).and(a()).and_then(pages::login_form).boxed();
-    let r3 = warp::path!("login").and(post()).and(form()).and(v()).and(a()).and_then(pages::login).boxed();
-    let r4 = warp::path!("logout").and(post()).and(form()).and(v()).and(a()).and_then(pages::logout).boxed();
-    let r5 = warp::path!("password" / "change").and(get()).and(v()).and(a()).and_then(pages::change_form).boxed();
-    let r6 = warp::path!("password" / "change").and(post()).and(form()).and(v()).and(a()).and_then(pages::change).boxed();
-    let r7 = warp::path!("password" / "forgot").and(get()).and(v()).and(a()).and_then(pages::forgot_form).boxed();
-    let r8 = warp::path!("password" / "forgot").and(post()).and(form()).and(v()).and(a()).and_then(pages::forgot).boxed();
-    let r9 = warp::path!("password" / "reset").and(get()).and(q()).and(v()).and(a()).and_then(pages::reset_form).boxed();
-    let r10 = warp::path!("password" / "reset").and(post()).and(form()).and(v()).and(a()).and_then(pages::reset).boxed();
-    let r11 = warp::path!("admin" / "users").and(get()).and(q()).and(v()).and(a()).and_then(pages::users).boxed();
-    let r12 = warp::path!("admin" / "users" / "new").and(get()).and(v()).and(a()).and_then(pages::new_user_form).boxed();
-    let r13 = warp::path!("admin" / "users" / "new").and(post()).and(form()).and(v()).and(a()).and_then(pages::create_user).boxed();
-    let r14 = warp::path!("admin" / "users" / i64 / "delete").and(post()).and(form()).and(v()).and(a()).and_then(pages::delete_user).boxed();
-    let r15 = warp::path!("admin" / "users" / i64 / "resend-invite").and(post()).and(form()).and(v()).and(a()).and_then(pages::resend_invite).boxed();
-    let r16 = warp::path!("admin" / "mail").and(get()).and(q()).and(v()).and(a()).and_then(pages::mail_log).boxed();
-    let r17 = warp::path!("admin" / "mail" / "test").and(post()).and(form()).and(v()).and(a()).and_then(pages::mail_test).boxed();
-    let r18 = warp::path!("upload").and(get()).and(v()).and(a()).and_then(uploads::upload_form).boxed();
-    let r19 = warp::path!("upload").and(post()).and(upload_body(&app)).and(v()).and(a()).and_then(uploads::upload).boxed();
-    let r20 = warp::path!("results" / String).and(get()).and(v()).and(a()).and_then(uploads::result).boxed();
-    let r21 = warp::path!("history").and(get()).and(q()).and(v()).and(a()).and_then(uploads::history).boxed();
-    let r22 = warp::path!("history" / String / "delete").and(post()).and(form()).and(v()).and(a()).and_then(uploads::delete).boxed();
-    let r23 = warp::path!("images" / String / String).and(get()).and(v()).and(a()).and_then(uploads::image).boxed();
-    let r24 = warp::path!("healthz").and(get()).and(a()).and_then(pages::healthz).boxed();
+    let r1 = warp::path::end()
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(pages::index)
+        .boxed();
+    let r2 = warp::path!("login")
+        .and(get())
+        .and(q())
+        .and(v())
+        .and(a())
+        .and_then(pages::login_form)
+        .boxed();
+    let r3 = warp::path!("login")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::login)
+        .boxed();
+    let r4 = warp::path!("logout")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::logout)
+        .boxed();
+    let r5 = warp::path!("password" / "change")
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(pages::change_form)
+        .boxed();
+    let r6 = warp::path!("password" / "change")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::change)
+        .boxed();
+    let r7 = warp::path!("password" / "forgot")
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(pages::forgot_form)
+        .boxed();
+    let r8 = warp::path!("password" / "forgot")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::forgot)
+        .boxed();
+    let r9 = warp::path!("password" / "reset")
+        .and(get())
+        .and(q())
+        .and(v())
+        .and(a())
+        .and_then(pages::reset_form)
+        .boxed();
+    let r10 = warp::path!("password" / "reset")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::reset)
+        .boxed();
+    let r11 = warp::path!("admin" / "users")
+        .and(get())
+        .and(q())
+        .and(v())
+        .and(a())
+        .and_then(pages::users)
+        .boxed();
+    let r12 = warp::path!("admin" / "users" / "new")
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(pages::new_user_form)
+        .boxed();
+    let r13 = warp::path!("admin" / "users" / "new")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::create_user)
+        .boxed();
+    let r14 = warp::path!("admin" / "users" / i64 / "delete")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::delete_user)
+        .boxed();
+    let r15 = warp::path!("admin" / "users" / i64 / "resend-invite")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::resend_invite)
+        .boxed();
+    let r16 = warp::path!("admin" / "mail")
+        .and(get())
+        .and(q())
+        .and(v())
+        .and(a())
+        .and_then(pages::mail_log)
+        .boxed();
+    let r17 = warp::path!("admin" / "mail" / "test")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(pages::mail_test)
+        .boxed();
+    let r18 = warp::path!("upload")
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(uploads::upload_form)
+        .boxed();
+    let r19 = warp::path!("upload")
+        .and(post())
+        .and(upload_body(&app))
+        .and(v())
+        .and(a())
+        .and_then(uploads::upload)
+        .boxed();
+    let r20 = warp::path!("results" / String)
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(uploads::result)
+        .boxed();
+    let r21 = warp::path!("history")
+        .and(get())
+        .and(q())
+        .and(v())
+        .and(a())
+        .and_then(uploads::history)
+        .boxed();
+    let r22 = warp::path!("history" / String / "delete")
+        .and(post())
+        .and(form())
+        .and(v())
+        .and(a())
+        .and_then(uploads::delete)
+        .boxed();
+    let r23 = warp::path!("images" / String / String)
+        .and(get())
+        .and(v())
+        .and(a())
+        .and_then(uploads::image)
+        .boxed();
+    let r24 = warp::path!("healthz")
+        .and(get())
+        .and(a())
+        .and_then(pages::healthz)
+        .boxed();
     let statics = warp::path("static")
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(get())
         .and_then(|name: String| async move { static_file(&name) })
         .boxed();
-    r1.or(r2).unify().or(r3).unify().or(r4).unify().or(r5).unify().or(r6).unify().or(r7).unify()
-        .or(r8).unify().or(r9).unify().or(r10).unify().or(r11).unify().or(r12).unify().or(r13).unify()
-        .or(r14).unify().or(r15).unify().or(r16).unify().or(r17).unify().or(r18).unify().or(r19).unify()
-        .or(r20).unify().or(r21).unify().or(r22).unify().or(r23).unify().or(r24).unify().or(statics).unify()
+    r1.or(r2)
+        .unify()
+        .or(r3)
+        .unify()
+        .or(r4)
+        .unify()
+        .or(r5)
+        .unify()
+        .or(r6)
+        .unify()
+        .or(r7)
+        .unify()
+        .or(r8)
+        .unify()
+        .or(r9)
+        .unify()
+        .or(r10)
+        .unify()
+        .or(r11)
+        .unify()
+        .or(r12)
+        .unify()
+        .or(r13)
+        .unify()
+        .or(r14)
+        .unify()
+        .or(r15)
+        .unify()
+        .or(r16)
+        .unify()
+        .or(r17)
+        .unify()
+        .or(r18)
+        .unify()
+        .or(r19)
+        .unify()
+        .or(r20)
+        .unify()
+        .or(r21)
+        .unify()
+        .or(r22)
+        .unify()
+        .or(r23)
+        .unify()
+        .or(r24)
+        .unify()
+        .or(statics)
+        .unify()
         .boxed()
 }
 
 /// The stylesheet and script, compiled into the binary.
 fn static_file(name: &str) -> Result<Response, warp::Rejection> {
     let (body, ty): (&'static str, &'static str) = match name {
-        "style.css" => (include_str!("../static/style.css"), "text/css; charset=utf-8"),
-        "upload.js" => (include_str!("../static/upload.js"), "text/javascript; charset=utf-8"),
+        "style.css" => (
+            include_str!("../static/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        "upload.js" => (
+            include_str!("../static/upload.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return Err(warp::reject::not_found()),
     };
     let mut r = body.into_response();
-    r.headers_mut().insert(warp::http::header::CONTENT_TYPE, warp::http::HeaderValue::from_static(ty));
-    r.headers_mut()
-        .insert(warp::http::header::CACHE_CONTROL, warp::http::HeaderValue::from_static("public, max-age=3600"));
+    r.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(ty),
+    );
+    r.headers_mut().insert(
+        warp::http::header::CACHE_CONTROL,
+        warp::http::HeaderValue::from_static("public, max-age=3600"),
+    );
     Ok(r)
 }
 
@@ -120,7 +313,10 @@ fn api(app: Arc<App>) -> Route {
             // Form or multipart, as the original API accepted both.
             form()
                 .or(upload_body(&app).and_then(|f| async move {
-                    uploads::read_upload(f, 0).await.map(|u| u.fields).map_err(AppError::reject)
+                    uploads::read_upload(f, 0)
+                        .await
+                        .map(|u| u.fields)
+                        .map_err(AppError::reject)
                 }))
                 .unify(),
         )
@@ -135,14 +331,21 @@ fn api(app: Arc<App>) -> Route {
         .and(a())
         .and_then(api::upload)
         .boxed();
-    let openapi = warp::path!("openapi.json").and(warp::get()).and_then(api::openapi).boxed();
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .and_then(api::openapi)
+        .boxed();
     register_form.or(upload).unify().or(openapi).unify().boxed()
 }
 
 /// The whole site: pages, API (JSON errors), security headers, request logs without secrets.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
-    let api = warp::path("api").and(api(app.clone()).recover(error::recover_api).unify()).boxed();
-    let site = api.or(pages(app).recover(error::recover_html).unify()).unify();
+    let api = warp::path("api")
+        .and(api(app.clone()).recover(error::recover_api).unify())
+        .boxed();
+    let site = api
+        .or(pages(app).recover(error::recover_html).unify())
+        .unify();
     // Log method, path and status only: query strings carry reset tokens.
     let log = warp::log::custom(|info| {
         tracing::info!(method = %info.method(), path = info.path(), status = info.status().as_u16(),

@@ -23,7 +23,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let args = Args::parse();
     let settings = match Settings::load(args.config.as_deref(), std::env::vars()) {
@@ -53,16 +55,26 @@ async fn main() -> std::process::ExitCode {
     match &startup.generated_admin_password {
         Some(p) => println!(
             "mask-web: log in as {admin:?} with the generated password {p:?} (also in {}; you will be asked to change it)",
-            app.settings.data_dir.join("initial-admin-password").display()
+            app.settings
+                .data_dir
+                .join("initial-admin-password")
+                .display()
         ),
         None => println!(
             "mask-web: log in as {admin:?} (its password was shown at first start and kept in {}, or set MASK_WEB_ADMIN_PASSWORD)",
-            app.settings.data_dir.join("initial-admin-password").display()
+            app.settings
+                .data_dir
+                .join("initial-admin-password")
+                .display()
         ),
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    warp::serve(webapp::routes(app)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(webapp::routes(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
     std::process::ExitCode::SUCCESS
 }

@@ -13,7 +13,8 @@ use warp::{Rejection, Reply};
 use crate::app::App;
 use crate::error::AppError;
 use crate::web::{
-    Layout, SESSION_COOKIE, Visitor, add_cookie, blocking, cookie, redirect, render, require_user, safe_next,
+    Layout, SESSION_COOKIE, Visitor, add_cookie, blocking, cookie, redirect, render, require_user,
+    safe_next,
 };
 
 type Form = HashMap<String, String>;
@@ -79,7 +80,10 @@ pub async fn login_form(query: Form, v: Visitor, app: Arc<App>) -> Result<Respon
 /// `POST /login` (`username`, `password`, `next`)
 pub async fn login(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, Rejection> {
     v.check_csrf(form.get("csrf_token"))?;
-    let (username, password) = (field(&form, "username").to_string(), field(&form, "password").to_string());
+    let (username, password) = (
+        field(&form, "username").to_string(),
+        field(&form, "password").to_string(),
+    );
     let accounts = app.accounts.clone();
     let client = v.client.clone();
     let old = v.user.as_ref().map(|(_, s)| s.id.clone());
@@ -101,7 +105,10 @@ pub async fn login(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, Re
             };
             let mut r = redirect(&to);
             let age = app.accounts.config().session_lifetime.as_secs();
-            add_cookie(&mut r, &cookie(&app, SESSION_COOKIE, session.id.as_str(), Some(age)));
+            add_cookie(
+                &mut r,
+                &cookie(&app, SESSION_COOKIE, session.id.as_str(), Some(age)),
+            );
             tracing::info!(user = %user.username, "login");
             Ok(r)
         }
@@ -133,7 +140,12 @@ pub async fn logout(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, R
     v.check_csrf(form.get("csrf_token"))?;
     if let Some((_, s)) = v.user {
         let accounts = app.accounts.clone();
-        blocking(move || accounts.logout(&s.id).map_err(|e| AppError::Internal(e.to_string()).reject())).await?;
+        blocking(move || {
+            accounts
+                .logout(&s.id)
+                .map_err(|e| AppError::Internal(e.to_string()).reject())
+        })
+        .await?;
     }
     let mut r = redirect("/login?notice=logged-out");
     add_cookie(&mut r, &cookie(&app, SESSION_COOKIE, "", Some(0)));
@@ -207,12 +219,17 @@ pub async fn change(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, R
         let accounts = app.accounts.clone();
         let old = field(&form, "old_password").to_string();
         let keep = session.id.clone();
-        let result = blocking(move || Ok(accounts.change_password(user.id, &old, &new, Some(&keep)))).await?;
+        let result =
+            blocking(move || Ok(accounts.change_password(user.id, &old, &new, Some(&keep))))
+                .await?;
         match result {
             Ok(_) => {
                 let mut layout = v.layout(&app, "Home");
                 layout.notice = Some("Your password has been changed.".into());
-                let page = IndexPage { layout, username: user.username.clone() };
+                let page = IndexPage {
+                    layout,
+                    username: user.username.clone(),
+                };
                 return render(&v, &app, StatusCode::OK, &page);
             }
             Err(accounts::Error::InvalidCredentials) => {
@@ -266,7 +283,10 @@ pub async fn forgot(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, R
         Ok(Some((user, token))) => {
             let link = format!("{}/password/reset?token={token}", app.settings.public_url());
             let ttl = app.accounts.config().reset_token_ttl;
-            if let Err(e) = app.mailer.send_password_reset(&user.email, &user.username, &link, ttl) {
+            if let Err(e) = app
+                .mailer
+                .send_password_reset(&user.email, &user.username, &link, ttl)
+            {
                 // Still the same answer to the visitor: the failure is the operator's to see.
                 tracing::error!(error = %e, "could not queue a password reset email");
             }
@@ -327,7 +347,11 @@ pub async fn reset_form(query: Form, v: Visitor, app: Arc<App>) -> Result<Respon
     let checked = blocking(move || Ok(verify_any(&app2, &t))).await?;
     match checked {
         Ok((purpose, _)) => {
-            let title = if purpose == TokenPurpose::Invite { "Choose your password" } else { "Reset password" };
+            let title = if purpose == TokenPurpose::Invite {
+                "Choose your password"
+            } else {
+                "Reset password"
+            };
             let page = ResetPage {
                 layout: v.layout(&app, title),
                 token,
@@ -351,16 +375,19 @@ pub async fn reset(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, Re
         let app2 = app.clone();
         let t = token.clone();
         let result = blocking(move || {
-            Ok(verify_any(&app2, &t).and_then(|(purpose, _)| app2.accounts.set_password_with_token(purpose, &t, &new)))
+            Ok(verify_any(&app2, &t)
+                .and_then(|(purpose, _)| app2.accounts.set_password_with_token(purpose, &t, &new)))
         })
         .await?;
         match result {
             Ok(_) => return Ok(redirect("/login?notice=password-set")),
             Err(accounts::Error::Validation { message, .. }) => errors.new_password = Some(message),
-            Err(e @ (accounts::Error::TokenExpired
-            | accounts::Error::TokenUsed
-            | accounts::Error::TokenInvalid
-            | accounts::Error::TokenWrongPurpose { .. })) => return bad_link(&v, &app, &e),
+            Err(
+                e @ (accounts::Error::TokenExpired
+                | accounts::Error::TokenUsed
+                | accounts::Error::TokenInvalid
+                | accounts::Error::TokenWrongPurpose { .. }),
+            ) => return bad_link(&v, &app, &e),
             Err(e) => return Err(AppError::Internal(e.to_string()).reject()),
         }
     }
@@ -375,7 +402,9 @@ pub async fn reset(form: Form, v: Visitor, app: Arc<App>) -> Result<Response, Re
 fn require_admin(v: &Visitor, path: &str) -> Result<Option<Response>, Rejection> {
     match require_user(v, path) {
         Err(r) => Ok(Some(r)),
-        Ok((u, _)) if !u.is_admin() => Err(AppError::Forbidden("administrators only".into()).reject()),
+        Ok((u, _)) if !u.is_admin() => {
+            Err(AppError::Forbidden("administrators only".into()).reject())
+        }
         Ok(_) => Ok(None),
     }
 }
@@ -415,7 +444,11 @@ pub fn format_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// `GET /admin/users?page=N`
@@ -423,7 +456,11 @@ pub async fn users(query: Form, v: Visitor, app: Arc<App>) -> Result<Response, R
     if let Some(r) = require_admin(&v, "/admin/users")? {
         return Ok(r);
     }
-    let page: u32 = query.get("page").and_then(|p| p.parse().ok()).filter(|&p| p >= 1).unwrap_or(1);
+    let page: u32 = query
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .filter(|&p| p >= 1)
+        .unwrap_or(1);
     let accounts = app.accounts.clone();
     let list = blocking(move || {
         accounts
@@ -437,22 +474,32 @@ pub async fn users(query: Form, v: Visitor, app: Arc<App>) -> Result<Response, R
         .into_iter()
         .map(|u| UserRow {
             id: u.id.0,
-            invite: if u.must_change_password && u.last_login_at.is_none() { "pending" } else { "accepted" },
+            invite: if u.must_change_password && u.last_login_at.is_none() {
+                "pending"
+            } else {
+                "accepted"
+            },
             role: u.role.as_str(),
             created: format_time(u.created_at),
-            last_login: u.last_login_at.map(format_time).unwrap_or_else(|| "never".into()),
+            last_login: u
+                .last_login_at
+                .map(format_time)
+                .unwrap_or_else(|| "never".into()),
             username: u.username,
             email: u.email,
         })
         .collect();
     let mut layout = v.layout(&app, "Users");
-    layout.notice = query.get("notice").map(|n| match n.as_str() {
-        "created" => "User created; the invitation is on its way.".to_string(),
-        "deleted" => "User deleted, with their history.".to_string(),
-        "invited" => "A new invitation is on its way.".to_string(),
-        "last-admin" => "The last administrator cannot be deleted.".to_string(),
-        _ => String::new(),
-    }).filter(|n| !n.is_empty());
+    layout.notice = query
+        .get("notice")
+        .map(|n| match n.as_str() {
+            "created" => "User created; the invitation is on its way.".to_string(),
+            "deleted" => "User deleted, with their history.".to_string(),
+            "invited" => "A new invitation is on its way.".to_string(),
+            "last-admin" => "The last administrator cannot be deleted.".to_string(),
+            _ => String::new(),
+        })
+        .filter(|n| !n.is_empty());
     let page = UsersPage {
         layout,
         users: rows,
@@ -491,7 +538,10 @@ pub async fn new_user_form(v: Visitor, app: Arc<App>) -> Result<Response, Reject
 
 /// Generate an invitation token and queue the email with the default password and the link.
 fn send_invitation(app: &App, user: &accounts::User, password: &str) -> Result<(), String> {
-    let token = app.accounts.issue_invite_token(user.id).map_err(|e| e.to_string())?;
+    let token = app
+        .accounts
+        .issue_invite_token(user.id)
+        .map_err(|e| e.to_string())?;
     let link = format!("{}/password/reset?token={token}", app.settings.public_url());
     app.mailer
         .send_invitation(&user.email, &user.username, password, &link)
@@ -507,7 +557,11 @@ pub async fn create_user(form: Form, v: Visitor, app: Arc<App>) -> Result<Respon
     v.check_csrf(form.get("csrf_token"))?;
     let username = field(&form, "username").trim().to_string();
     let email = field(&form, "email").trim().to_string();
-    let role_text = form.get("role").map(String::as_str).unwrap_or("user").to_string();
+    let role_text = form
+        .get("role")
+        .map(String::as_str)
+        .unwrap_or("user")
+        .to_string();
     let mut errors = FieldErrors::default();
     let role = match role_text.as_str() {
         "admin" => Some(Role::Admin),
@@ -517,7 +571,12 @@ pub async fn create_user(form: Form, v: Visitor, app: Arc<App>) -> Result<Respon
     let status;
     if let Some(role) = role {
         let app2 = app.clone();
-        let new = NewUser { username: username.clone(), email: email.clone(), role, password: None };
+        let new = NewUser {
+            username: username.clone(),
+            email: email.clone(),
+            role,
+            password: None,
+        };
         let result = blocking(move || {
             Ok(app2.accounts.create_user(new).map(|(user, password)| {
                 let sent = send_invitation(&app2, &user, password.as_deref().unwrap_or(""));
@@ -542,7 +601,7 @@ pub async fn create_user(form: Form, v: Visitor, app: Arc<App>) -> Result<Respon
             }
             Err(accounts::Error::Validation { field, message }) => {
                 status = StatusCode::BAD_REQUEST;
-                match field.as_ref() {
+                match field {
                     "username" => errors.username = Some(message),
                     "email" => errors.email = Some(message),
                     _ => errors.form = Some(message),
@@ -565,7 +624,12 @@ pub async fn create_user(form: Form, v: Visitor, app: Arc<App>) -> Result<Respon
 }
 
 /// `POST /admin/users/{id}/delete`: the user, their sessions, history and files.
-pub async fn delete_user(id: i64, form: Form, v: Visitor, app: Arc<App>) -> Result<Response, Rejection> {
+pub async fn delete_user(
+    id: i64,
+    form: Form,
+    v: Visitor,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
     if let Some(r) = require_admin(&v, "/admin/users")? {
         return Ok(r);
     }
@@ -575,7 +639,9 @@ pub async fn delete_user(id: i64, form: Form, v: Visitor, app: Arc<App>) -> Resu
         Ok(_) => {
             app2.history
                 .delete_user(history_store::UserId(id))
-                .map_err(|e| AppError::Internal(format!("deleting history of user {id}: {e}")).reject())?;
+                .map_err(|e| {
+                    AppError::Internal(format!("deleting history of user {id}: {e}")).reject()
+                })?;
             Ok(redirect("/admin/users?notice=deleted"))
         }
         Err(accounts::Error::LastAdmin) => Ok(redirect("/admin/users?notice=last-admin")),
@@ -586,14 +652,22 @@ pub async fn delete_user(id: i64, form: Form, v: Visitor, app: Arc<App>) -> Resu
 }
 
 /// `POST /admin/users/{id}/resend-invite`: a new default password and a new link.
-pub async fn resend_invite(id: i64, form: Form, v: Visitor, app: Arc<App>) -> Result<Response, Rejection> {
+pub async fn resend_invite(
+    id: i64,
+    form: Form,
+    v: Visitor,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
     if let Some(r) = require_admin(&v, "/admin/users")? {
         return Ok(r);
     }
     v.check_csrf(form.get("csrf_token"))?;
     let app2 = app.clone();
     blocking(move || {
-        let user = app2.accounts.user(UserId(id)).map_err(|_| AppError::NotFound.reject())?;
+        let user = app2
+            .accounts
+            .user(UserId(id))
+            .map_err(|_| AppError::NotFound.reject())?;
         let password = app2
             .accounts
             .set_password(user.id, None)
@@ -639,8 +713,12 @@ pub async fn mail_log(query: Form, v: Visitor, app: Arc<App>) -> Result<Response
             status: match d.status {
                 mailer::DeliveryStatus::Queued => "queued".to_string(),
                 mailer::DeliveryStatus::Sent => format!("sent (attempts: {})", d.attempts),
-                mailer::DeliveryStatus::Failed { reason } => format!("failed after {} attempt(s): {reason}", d.attempts),
-                mailer::DeliveryStatus::Retrying { attempt, reason } => format!("retrying after attempt {attempt}: {reason}"),
+                mailer::DeliveryStatus::Failed { reason } => {
+                    format!("failed after {} attempt(s): {reason}", d.attempts)
+                }
+                mailer::DeliveryStatus::Retrying { attempt, reason } => {
+                    format!("retrying after attempt {attempt}: {reason}")
+                }
                 _ => "unknown".to_string(),
             },
         })
@@ -668,13 +746,20 @@ pub async fn mail_test(form: Form, v: Visitor, app: Arc<App>) -> Result<Response
 pub async fn healthz(app: Arc<App>) -> Result<Response, Rejection> {
     let app2 = app.clone();
     let ok = blocking(move || {
-        Ok(app2.accounts.list_users(PageRequest { page: 1, per_page: 1 }).is_ok()
+        Ok(app2
+            .accounts
+            .list_users(PageRequest {
+                page: 1,
+                per_page: 1,
+            })
+            .is_ok()
             && app2.history.counts(history_store::UserId(0)).is_ok())
     })
     .await?;
     Ok(if ok {
         warp::reply::with_status("ok\n", StatusCode::OK).into_response()
     } else {
-        warp::reply::with_status("database unavailable\n", StatusCode::SERVICE_UNAVAILABLE).into_response()
+        warp::reply::with_status("database unavailable\n", StatusCode::SERVICE_UNAVAILABLE)
+            .into_response()
     })
 }

@@ -40,12 +40,19 @@ pub async fn read_upload(mut form: FormData, max_file: u64) -> Result<Upload, Ap
         let name = part.name().to_string();
         let file_name = part.filename().map(str::to_string);
         let mut data = Vec::new();
-        let limit = if name == "file" { max_file as usize } else { MAX_TEXT_FIELD };
+        let limit = if name == "file" {
+            max_file as usize
+        } else {
+            MAX_TEXT_FIELD
+        };
         while let Some(chunk) = part.data().await {
             let chunk = chunk.map_err(|e| multipart_error(&e))?;
             if data.len() + chunk.remaining() > limit {
                 return Err(if name == "file" {
-                    AppError::TooLarge(format!("image too large: the limit is {} MiB", max_file / (1024 * 1024)))
+                    AppError::TooLarge(format!(
+                        "image too large: the limit is {} MiB",
+                        max_file / (1024 * 1024)
+                    ))
                 } else {
                     AppError::BadRequest(format!("field {name:?} is too long"))
                 });
@@ -57,7 +64,8 @@ pub async fn read_upload(mut form: FormData, max_file: u64) -> Result<Upload, Ap
                 upload.file = Some((file_name, data));
             }
         } else {
-            let text = String::from_utf8(data).map_err(|_| AppError::BadRequest(format!("field {name:?} is not UTF-8")))?;
+            let text = String::from_utf8(data)
+                .map_err(|_| AppError::BadRequest(format!("field {name:?} is not UTF-8")))?;
             upload.fields.insert(name, text);
         }
     }
@@ -83,11 +91,17 @@ pub enum Input {
 
 /// Pick the file, else the URL; neither is a 400 with the form's wording.
 pub fn input(upload: Upload) -> Result<Input, AppError> {
-    let url = upload.fields.get("url").map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+    let url = upload
+        .fields
+        .get("url")
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
     match (upload.file, url) {
         (Some((name, bytes)), _) => Ok(Input::File(name, bytes)),
         (None, Some(url)) => Ok(Input::Url(url)),
-        (None, None) => Err(AppError::BadRequest("choose an image file or give an image URL".into())),
+        (None, None) => Err(AppError::BadRequest(
+            "choose an image file or give an image URL".into(),
+        )),
     }
 }
 
@@ -105,13 +119,19 @@ pub async fn detect_and_record(
                 FetchError::TooLarge(_) => AppError::TooLarge(e.to_string()),
                 _ => AppError::BadRequest(e.to_string()),
             })?;
-            let name = url.rsplit('/').next().filter(|n| !n.is_empty()).map(str::to_string);
+            let name = url
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
             (bytes.to_vec(), name, Source::Url(url))
         }
     };
     let app2 = app.clone();
     app.pool
-        .run(ticket, move || detect_blocking(&app2, owner, bytes, file_name, source))
+        .run(ticket, move || {
+            detect_blocking(&app2, owner, bytes, file_name, source)
+        })
         .await
         .map_err(AppError::Internal)?
 }
@@ -152,15 +172,17 @@ fn detect_blocking(
         })
         .map_err(|e| match e {
             history_store::Error::ImageTooLarge { .. } => AppError::TooLarge(e.to_string()),
-            history_store::Error::UnsupportedImage { .. } | history_store::Error::InvalidInput { .. } => {
-                AppError::BadRequest(e.to_string())
-            }
+            history_store::Error::UnsupportedImage { .. }
+            | history_store::Error::InvalidInput { .. } => AppError::BadRequest(e.to_string()),
             other @ (history_store::Error::Io { .. } | history_store::Error::Database { .. }) => {
                 // The operator needs the operating system's reason ("No space left on device").
                 tracing::error!(error = %crate::error::chain(&other), "storing the upload failed");
                 AppError::StorageUnavailable
             }
-            other => AppError::Internal(format!("storing the upload: {}", crate::error::chain(&other))),
+            other => AppError::Internal(format!(
+                "storing the upload: {}",
+                crate::error::chain(&other)
+            )),
         })?;
     Ok((entry, detection))
 }
@@ -187,7 +209,12 @@ struct UploadPage {
     max_mib: u64,
 }
 
-fn upload_page(v: &Visitor, app: &App, status: StatusCode, error: Option<String>) -> Result<Response, Rejection> {
+fn upload_page(
+    v: &Visitor,
+    app: &App,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<Response, Rejection> {
     let page = UploadPage {
         layout: v.layout(app, "Mask detection"),
         error,
@@ -213,11 +240,19 @@ pub async fn upload(form: FormData, v: Visitor, app: Arc<App>) -> Result<Respons
     };
     let ticket = match app.pool.admit() {
         Ok(t) => t,
-        Err(_) => return upload_page(&v, &app, StatusCode::SERVICE_UNAVAILABLE, Some(AppError::Busy.message())),
+        Err(_) => {
+            return upload_page(
+                &v,
+                &app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(AppError::Busy.message()),
+            );
+        }
     };
     let result = async {
         let upload = read_upload(form, app.settings.max_upload_bytes).await?;
-        v.check_csrf(upload.fields.get("csrf_token")).map_err(|_| AppError::Forbidden("invalid CSRF token".into()))?;
+        v.check_csrf(upload.fields.get("csrf_token"))
+            .map_err(|_| AppError::Forbidden("invalid CSRF token".into()))?;
         detect_and_record(&app, &ticket, user.id.0, input(upload)?).await
     }
     .await;
@@ -292,10 +327,15 @@ pub async fn result(id: String, v: Visitor, app: Arc<App>) -> Result<Response, R
                     label: f.label.as_str(),
                     prob: format!("{:.1}%", f.mask_probability * 100.0),
                     score: format!("{:.2}", f.score),
-                    bbox: format!("{:.0}, {:.0}, {:.0}, {:.0}", f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3]),
+                    bbox: format!(
+                        "{:.0}, {:.0}, {:.0}, {:.0}",
+                        f.bbox[0], f.bbox[1], f.bbox[2], f.bbox[3]
+                    ),
                     note: match f.uncertain_reason {
                         Some(mask_detect::UncertainReason::SmallFace) => "small face: uncertain",
-                        Some(mask_detect::UncertainReason::NearThreshold) => "close call: uncertain",
+                        Some(mask_detect::UncertainReason::NearThreshold) => {
+                            "close call: uncertain"
+                        }
                         _ => "",
                     },
                 })
@@ -345,7 +385,11 @@ struct HistoryPage {
 }
 
 /// `GET /history?tab=all|no_face|all_masked|none_masked|some_masked&after=CURSOR`
-pub async fn history(query: HashMap<String, String>, v: Visitor, app: Arc<App>) -> Result<Response, Rejection> {
+pub async fn history(
+    query: HashMap<String, String>,
+    v: Visitor,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
     let (user, _) = match require_user(&v, "/history") {
         Ok(u) => u,
         Err(r) => return Ok(r),
@@ -353,10 +397,16 @@ pub async fn history(query: HashMap<String, String>, v: Visitor, app: Arc<App>) 
     let tab = query.get("tab").cloned().unwrap_or_else(|| "all".into());
     let category: Option<Category> = match tab.as_str() {
         "all" => None,
-        t => Some(t.parse().map_err(|_| AppError::BadRequest(format!("unknown tab {t:?}")).reject())?),
+        t => Some(
+            t.parse()
+                .map_err(|_| AppError::BadRequest(format!("unknown tab {t:?}")).reject())?,
+        ),
     };
     let after: Option<Cursor> = match query.get("after") {
-        Some(a) => Some(a.parse().map_err(|_| AppError::BadRequest("invalid page cursor".into()).reject())?),
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| AppError::BadRequest("invalid page cursor".into()).reject())?,
+        ),
         None => None,
     };
     let app2 = app.clone();
@@ -366,18 +416,31 @@ pub async fn history(query: HashMap<String, String>, v: Visitor, app: Arc<App>) 
             .history
             .list(owner, category, after.as_ref(), 24)
             .map_err(|e| AppError::Internal(e.to_string()).reject())?;
-        let counts = app2.history.counts(owner).map_err(|e| AppError::Internal(e.to_string()).reject())?;
+        let counts = app2
+            .history
+            .counts(owner)
+            .map_err(|e| AppError::Internal(e.to_string()).reject())?;
         Ok((page, counts))
     })
     .await?;
-    let mut tabs = vec![Tab { key: "all", label: "All", count: counts.total(), active: category.is_none() }];
+    let mut tabs = vec![Tab {
+        key: "all",
+        label: "All",
+        count: counts.total(),
+        active: category.is_none(),
+    }];
     for (c, label) in [
         (Category::NoFace, "No face"),
         (Category::AllMasked, "All masked"),
         (Category::NoneMasked, "None masked"),
         (Category::SomeMasked, "Some masked"),
     ] {
-        tabs.push(Tab { key: c.as_str(), label, count: counts.get(c), active: category == Some(c) });
+        tabs.push(Tab {
+            key: c.as_str(),
+            label,
+            count: counts.get(c),
+            active: category == Some(c),
+        });
     }
     let entries = page
         .entries
@@ -400,7 +463,12 @@ pub async fn history(query: HashMap<String, String>, v: Visitor, app: Arc<App>) 
 }
 
 /// `GET /images/{id}/{original|annotated|thumb}`: only for the owner; anyone else gets 404.
-pub async fn image(id: String, kind: String, v: Visitor, app: Arc<App>) -> Result<Response, Rejection> {
+pub async fn image(
+    id: String,
+    kind: String,
+    v: Visitor,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
     let Some((user, _)) = &v.user else {
         return Err(AppError::NotFound.reject());
     };
@@ -409,22 +477,35 @@ pub async fn image(id: String, kind: String, v: Visitor, app: Arc<App>) -> Resul
     let app2 = app.clone();
     let owner = UserId(user.id.0);
     let data = blocking(move || {
-        app2.history.read_image(owner, &id, kind).map_err(|e| match e {
-            history_store::Error::NotFound => AppError::NotFound.reject(),
-            other => AppError::Internal(other.to_string()).reject(),
-        })
+        app2.history
+            .read_image(owner, &id, kind)
+            .map_err(|e| match e {
+                history_store::Error::NotFound => AppError::NotFound.reject(),
+                other => AppError::Internal(other.to_string()).reject(),
+            })
     })
     .await?;
     let mut r = data.bytes.into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(data.image_type.content_type()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(data.image_type.content_type()),
+    );
     // Entries never change; the URL is private to the owner.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
     Ok(r)
 }
 
 /// `POST /history/{id}/delete`
-pub async fn delete(id: String, form: HashMap<String, String>, v: Visitor, app: Arc<App>) -> Result<Response, Rejection> {
+pub async fn delete(
+    id: String,
+    form: HashMap<String, String>,
+    v: Visitor,
+    app: Arc<App>,
+) -> Result<Response, Rejection> {
     let (user, _) = match require_user(&v, "/history") {
         Ok(u) => u,
         Err(r) => return Ok(r),

@@ -46,16 +46,25 @@ impl Visitor {
     /// 403 unless `submitted` matches this visitor's CSRF token.
     pub fn check_csrf(&self, submitted: Option<&String>) -> Result<(), Rejection> {
         let Some(submitted) = submitted else {
-            return Err(AppError::Forbidden("missing CSRF token: reload the page and try again".into()).reject());
+            return Err(AppError::Forbidden(
+                "missing CSRF token: reload the page and try again".into(),
+            )
+            .reject());
         };
         let ok = match &self.user {
             Some((_, s)) => s.csrf_matches(submitted),
-            None => !self.new_anon_csrf && constant_time_eq(self.anon_csrf.as_bytes(), submitted.as_bytes()),
+            None => {
+                !self.new_anon_csrf
+                    && constant_time_eq(self.anon_csrf.as_bytes(), submitted.as_bytes())
+            }
         };
         if ok {
             Ok(())
         } else {
-            Err(AppError::Forbidden("invalid CSRF token: reload the page and try again".into()).reject())
+            Err(
+                AppError::Forbidden("invalid CSRF token: reload the page and try again".into())
+                    .reject(),
+            )
         }
     }
 
@@ -104,7 +113,10 @@ pub fn visitor(app: Arc<App>) -> impl Filter<Extract = (Visitor,), Error = Rejec
         .and(warp::addr::remote())
         .and(with_app(app))
         .and_then(
-            |session: Option<String>, csrf: Option<String>, addr: Option<SocketAddr>, app: Arc<App>| async move {
+            |session: Option<String>,
+             csrf: Option<String>,
+             addr: Option<SocketAddr>,
+             app: Arc<App>| async move {
                 let user = match session {
                     Some(id) if id.len() == 64 => {
                         let accounts = app.accounts.clone();
@@ -113,14 +125,18 @@ pub fn visitor(app: Arc<App>) -> impl Filter<Extract = (Visitor,), Error = Rejec
                     _ => None,
                 };
                 let (anon_csrf, new_anon_csrf) = match csrf {
-                    Some(c) if c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()) => (c, false),
+                    Some(c) if c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        (c, false)
+                    }
                     _ => (random_hex(), true),
                 };
                 Ok::<_, Rejection>(Visitor {
                     user,
                     anon_csrf,
                     new_anon_csrf,
-                    client: addr.map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into()),
+                    client: addr
+                        .map(|a| a.ip().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
                 })
             },
         )
@@ -149,9 +165,10 @@ pub fn form() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejec
     // The type is checked before the body is taken, so `form().or(other)` can still read it.
     warp::header::optional::<String>("content-type")
         .and_then(|ct: Option<String>| async move {
-            let is_form = ct
-                .as_deref()
-                .is_none_or(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+            let is_form = ct.as_deref().is_none_or(|c| {
+                c.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
             if is_form {
                 Ok(())
             } else {
@@ -161,7 +178,9 @@ pub fn form() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejec
         .untuple_one()
         .and(warp::body::stream())
         .and_then(|body| async move {
-            let bytes = read_capped(body, FORM_LIMIT).await.map_err(warp::reject::custom)?;
+            let bytes = read_capped(body, FORM_LIMIT)
+                .await
+                .map_err(warp::reject::custom)?;
             Ok::<_, Rejection>(form_urlencoded::parse(&bytes).into_owned().collect())
         })
 }
@@ -186,7 +205,12 @@ where
 }
 
 /// Render a template with a status; sets the anonymous CSRF cookie when it is new.
-pub fn render(visitor: &Visitor, app: &App, status: StatusCode, page: &impl Template) -> Result<Response, Rejection> {
+pub fn render(
+    visitor: &Visitor,
+    app: &App,
+    status: StatusCode,
+    page: &impl Template,
+) -> Result<Response, Rejection> {
     let html = page
         .render()
         .map_err(|e| AppError::Internal(format!("template: {e}")).reject())?;
@@ -228,7 +252,14 @@ pub fn add_cookie(r: &mut Response, value: &str) {
 /// Only local paths are followed after login (no `//host` or scheme): anything else goes home.
 pub fn safe_next(next: Option<&String>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("://") => n.clone(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.contains("://") =>
+        {
+            n.clone()
+        }
         _ => "/".into(),
     }
 }
@@ -237,17 +268,23 @@ pub fn safe_next(next: Option<&String>) -> String {
 pub fn encode_component(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 /// The logged-in user, or a redirect to the login page (or to the forced password change).
+// The error is the redirect itself, handed straight back to warp; boxing it gains nothing.
+#[allow(clippy::result_large_err)]
 pub fn require_user(visitor: &Visitor, path: &str) -> Result<(User, Session), Response> {
     match &visitor.user {
         None => Err(redirect(&format!("/login?next={}", encode_component(path)))),
-        Some((u, _)) if u.must_change_password && path != "/password/change" => Err(redirect("/password/change")),
+        Some((u, _)) if u.must_change_password && path != "/password/change" => {
+            Err(redirect("/password/change"))
+        }
         Some((u, s)) => Ok((u.clone(), s.clone())),
     }
 }
@@ -261,7 +298,10 @@ pub fn security_headers() -> warp::http::HeaderMap {
             "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h

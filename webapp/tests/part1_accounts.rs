@@ -21,19 +21,40 @@ async fn pages_need_a_session_and_login_redirects_back_locally() {
     assert!(p.body.contains("name=\"username\"") && p.body.contains("name=\"password\""));
     let csrf = csrf_in(&p.body);
     let p = c
-        .post("/login", &[("csrf_token", &csrf), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("next", "/history")])
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", ADMIN),
+                ("password", ADMIN_PASSWORD),
+                ("next", "/history"),
+            ],
+        )
         .await;
     assert_eq!(p.location.as_deref(), Some("/history"));
     // An off-site `next` is never followed.
     let mut c2 = Client::new(&s.base);
     let csrf = c2.csrf("/login").await;
     let p = c2
-        .post("/login", &[("csrf_token", &csrf), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("next", "//evil.example/")])
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", ADMIN),
+                ("password", ADMIN_PASSWORD),
+                ("next", "//evil.example/"),
+            ],
+        )
         .await;
     assert_eq!(p.location.as_deref(), Some("/"));
     let home = c2.get("/").await;
     assert!(home.body.contains("Mask detection") && home.body.contains("User management"));
-    assert!(home.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(
+        home.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
 }
 
 #[tokio::test]
@@ -43,7 +64,14 @@ async fn admin_invites_a_user_who_sets_a_password_by_email_link() {
     assert_eq!(admin.login(ADMIN, ADMIN_PASSWORD).await.status, 303);
     let csrf = admin.csrf("/admin/users/new").await;
     let p = admin
-        .post("/admin/users/new", &[("csrf_token", &csrf), ("username", "alice"), ("email", "alice@example.com")])
+        .post(
+            "/admin/users/new",
+            &[
+                ("csrf_token", &csrf),
+                ("username", "alice"),
+                ("email", "alice@example.com"),
+            ],
+        )
         .await;
     assert_eq!(p.location.as_deref(), Some("/admin/users?notice=created"));
     let list = admin.get("/admin/users").await;
@@ -55,14 +83,21 @@ async fn admin_invites_a_user_who_sets_a_password_by_email_link() {
     let link = link(&mail, "/password/reset?token=");
     let default_password = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Password:").map(|p| p.trim().to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Password:")
+                .map(|p| p.trim().to_string())
+        })
         .unwrap_or_else(|| panic!("no default password in {text}"));
 
     // The default password logs in, and the user is sent to change it first.
     let mut alice = Client::new(&s.base);
     let p = alice.login("alice", &default_password).await;
     assert_eq!(p.location.as_deref(), Some("/password/change"));
-    assert_eq!(alice.get("/upload").await.location.as_deref(), Some("/password/change"));
+    assert_eq!(
+        alice.get("/upload").await.location.as_deref(),
+        Some("/password/change")
+    );
 
     // The invitation link sets a password of her own.
     let mut anon = Client::new(&s.base);
@@ -72,12 +107,24 @@ async fn admin_invites_a_user_who_sets_a_password_by_email_link() {
     let p = anon
         .post(
             "/password/reset",
-            &[("csrf_token", &csrf_in(&page.body)), ("token", &token), ("new_password", "alice-own-password"), ("confirm_password", "alice-own-password")],
+            &[
+                ("csrf_token", &csrf_in(&page.body)),
+                ("token", &token),
+                ("new_password", "alice-own-password"),
+                ("confirm_password", "alice-own-password"),
+            ],
         )
         .await;
     assert_eq!(p.location.as_deref(), Some("/login?notice=password-set"));
     let mut alice2 = Client::new(&s.base);
-    assert_eq!(alice2.login("alice", "alice-own-password").await.location.as_deref(), Some("/"));
+    assert_eq!(
+        alice2
+            .login("alice", "alice-own-password")
+            .await
+            .location
+            .as_deref(),
+        Some("/")
+    );
     let mut alice3 = Client::new(&s.base);
     assert_eq!(alice3.login("alice", &default_password).await.status, 401);
 }
@@ -88,9 +135,20 @@ async fn taken_username_comes_back_with_the_error() {
     let mut admin = Client::new(&s.base);
     admin.login(ADMIN, ADMIN_PASSWORD).await;
     let csrf = admin.csrf("/admin/users/new").await;
-    let p = admin.post("/admin/users/new", &[("csrf_token", &csrf), ("username", "Admin"), ("email", "x@example.com")]).await;
+    let p = admin
+        .post(
+            "/admin/users/new",
+            &[
+                ("csrf_token", &csrf),
+                ("username", "Admin"),
+                ("email", "x@example.com"),
+            ],
+        )
+        .await;
     assert_eq!(p.status, 409);
-    assert!(p.body.contains("That user name is taken.") && p.body.contains("value=\"x@example.com\""));
+    assert!(
+        p.body.contains("That user name is taken.") && p.body.contains("value=\"x@example.com\"")
+    );
 }
 
 #[tokio::test]
@@ -98,8 +156,18 @@ async fn forgot_password_link_works_once_and_not_after_expiry() {
     let s = server().await;
     let mut anon = Client::new(&s.base);
     let csrf = anon.csrf("/password/forgot").await;
-    let known = anon.post("/password/forgot", &[("csrf_token", &csrf), ("email", "admin@example.com")]).await;
-    let unknown = anon.post("/password/forgot", &[("csrf_token", &csrf), ("email", "nobody@example.com")]).await;
+    let known = anon
+        .post(
+            "/password/forgot",
+            &[("csrf_token", &csrf), ("email", "admin@example.com")],
+        )
+        .await;
+    let unknown = anon
+        .post(
+            "/password/forgot",
+            &[("csrf_token", &csrf), ("email", "nobody@example.com")],
+        )
+        .await;
     assert_eq!(known.status, 200);
     assert_eq!(unknown.status, 200);
     let msg = |b: &str| b.contains("If that address is registered, a link is on its way.");
@@ -112,20 +180,40 @@ async fn forgot_password_link_works_once_and_not_after_expiry() {
     let form = anon.get(&reset_link).await;
     assert_eq!(form.status, 200);
     let csrf = csrf_in(&form.body);
-    let set = |pw: &'static str| [("csrf_token", csrf.clone()), ("token", token.clone()), ("new_password", pw.to_string()), ("confirm_password", pw.to_string())];
+    let set = |pw: &'static str| {
+        [
+            ("csrf_token", csrf.clone()),
+            ("token", token.clone()),
+            ("new_password", pw.to_string()),
+            ("confirm_password", pw.to_string()),
+        ]
+    };
     let f = set("brand-new-password-1");
     let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_eq!(anon.post("/password/reset", &f).await.location.as_deref(), Some("/login?notice=password-set"));
+    assert_eq!(
+        anon.post("/password/reset", &f).await.location.as_deref(),
+        Some("/login?notice=password-set")
+    );
     // Used once: the same link now fails with a clear page.
     let again = anon.post("/password/reset", &f).await;
     assert_eq!(again.status, 400);
     assert!(again.body.contains("already been used") && again.body.contains("/password/forgot"));
     let mut c = Client::new(&s.base);
-    assert_eq!(c.login(ADMIN, "brand-new-password-1").await.location.as_deref(), Some("/"));
+    assert_eq!(
+        c.login(ADMIN, "brand-new-password-1")
+            .await
+            .location
+            .as_deref(),
+        Some("/")
+    );
 
     // A second link, used after its 10 minutes: expired.
     let csrf2 = anon.csrf("/password/forgot").await;
-    anon.post("/password/forgot", &[("csrf_token", &csrf2), ("email", "admin@example.com")]).await;
+    anon.post(
+        "/password/forgot",
+        &[("csrf_token", &csrf2), ("email", "admin@example.com")],
+    )
+    .await;
     let mail = s.smtp.wait_for("admin@example.com", 1).await;
     let link2 = link(&mail, "/password/reset?token=");
     s.clock.advance(Duration::from_secs(11 * 60));
@@ -139,14 +227,38 @@ async fn post_forms_without_the_right_csrf_token_are_forbidden() {
     let s = server().await;
     let mut c = Client::new(&s.base);
     c.get("/login").await;
-    let p = c.post("/login", &[("username", ADMIN), ("password", ADMIN_PASSWORD)]).await;
+    let p = c
+        .post(
+            "/login",
+            &[("username", ADMIN), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
     assert_eq!(p.status, 403);
-    let p = c.post("/login", &[("csrf_token", &"0".repeat(64)), ("username", ADMIN), ("password", ADMIN_PASSWORD)]).await;
+    let p = c
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &"0".repeat(64)),
+                ("username", ADMIN),
+                ("password", ADMIN_PASSWORD),
+            ],
+        )
+        .await;
     assert_eq!(p.status, 403);
     c.login(ADMIN, ADMIN_PASSWORD).await;
     let anon_token = c.cookies.get("mask_csrf").cloned().unwrap();
     // Logged in, only the session's token counts.
-    let p = c.post("/password/change", &[("csrf_token", &anon_token), ("old_password", ADMIN_PASSWORD), ("new_password", "x-new-password"), ("confirm_password", "x-new-password")]).await;
+    let p = c
+        .post(
+            "/password/change",
+            &[
+                ("csrf_token", &anon_token),
+                ("old_password", ADMIN_PASSWORD),
+                ("new_password", "x-new-password"),
+                ("confirm_password", "x-new-password"),
+            ],
+        )
+        .await;
     assert_eq!(p.status, 403);
     let p = c.post("/admin/users/1/delete", &[]).await;
     assert_eq!(p.status, 403);
@@ -178,10 +290,18 @@ async fn the_last_administrator_cannot_be_deleted() {
     let mut c = Client::new(&s.base);
     c.login(ADMIN, ADMIN_PASSWORD).await;
     let csrf = c.csrf("/admin/users").await;
-    let p = c.post("/admin/users/1/delete", &[("csrf_token", &csrf)]).await;
-    assert_eq!(p.location.as_deref(), Some("/admin/users?notice=last-admin"));
+    let p = c
+        .post("/admin/users/1/delete", &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(
+        p.location.as_deref(),
+        Some("/admin/users?notice=last-admin")
+    );
     let list = c.get("/admin/users?notice=last-admin").await;
-    assert!(list.body.contains("The last administrator cannot be deleted."));
+    assert!(
+        list.body
+            .contains("The last administrator cannot be deleted.")
+    );
     assert!(list.body.contains("admin@example.com"));
 }
 
@@ -199,20 +319,46 @@ async fn deleting_a_user_removes_their_sessions_and_history() {
     let mut bob = Client::new(&s.base);
     bob.login("bob", "bob-password-1").await;
     let up = bob
-        .post_multipart("/api/upload", &[("username", "bob"), ("password", "bob-password-1")], Some(("a.png", &photo("maksssksksss0.png"))))
+        .post_multipart(
+            "/api/upload",
+            &[("username", "bob"), ("password", "bob-password-1")],
+            Some(("a.png", &photo("maksssksksss0.png"))),
+        )
         .await;
     assert_eq!(up.status, 201, "{}", up.body);
-    let id = serde_json::from_str::<Value>(&up.body).unwrap()["payload"]["id"].as_str().unwrap().to_string();
+    let id = serde_json::from_str::<Value>(&up.body).unwrap()["payload"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(bob.get(&format!("/results/{id}")).await.status, 200);
 
     let mut admin = Client::new(&s.base);
     admin.login(ADMIN, ADMIN_PASSWORD).await;
     let csrf = admin.csrf("/admin/users").await;
-    let bob_id = s.app.accounts.user_by_username("bob").unwrap().unwrap().id.0;
-    let p = admin.post(&format!("/admin/users/{bob_id}/delete"), &[("csrf_token", &csrf)]).await;
+    let bob_id = s
+        .app
+        .accounts
+        .user_by_username("bob")
+        .unwrap()
+        .unwrap()
+        .id
+        .0;
+    let p = admin
+        .post(
+            &format!("/admin/users/{bob_id}/delete"),
+            &[("csrf_token", &csrf)],
+        )
+        .await;
     assert_eq!(p.location.as_deref(), Some("/admin/users?notice=deleted"));
     assert_eq!(bob.get("/history").await.status, 303, "bob's session ended");
-    assert_eq!(s.app.history.counts(history_store::UserId(bob_id)).unwrap().total(), 0);
+    assert_eq!(
+        s.app
+            .history
+            .counts(history_store::UserId(bob_id))
+            .unwrap()
+            .total(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -228,21 +374,42 @@ async fn api_register_answers_201_409_400_with_json() {
         }
     };
     let (status, body) = post(vec![("username", "carol"), ("password", "carol-password")]).await;
-    assert_eq!((status, body.clone()), (201, serde_json::json!({"success": true})));
+    assert_eq!(
+        (status, body.clone()),
+        (201, serde_json::json!({"success": true}))
+    );
     let (status, body) = post(vec![("username", "Carol"), ("password", "carol-password")]).await;
     assert_eq!(status, 409);
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], 409);
     let (status, body) = post(vec![("username", "dave")]).await;
     assert_eq!((status, body["error"]["code"].as_u64()), (400, Some(400)));
-    assert!(body["error"]["message"].as_str().unwrap().contains("password"));
-    let (status, _) = post(vec![("username", "bad name!"), ("password", "long-enough-1")]).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("password")
+    );
+    let (status, _) = post(vec![
+        ("username", "bad name!"),
+        ("password", "long-enough-1"),
+    ])
+    .await;
     assert_eq!(status, 400);
     let (status, _) = post(vec![("username", "erin"), ("password", "short")]).await;
     assert_eq!(status, 400);
     // Multipart works too, as in the original API.
-    let (ct, body) = multipart(&[("username", "frank"), ("password", "frank-password")], None);
-    let r = http.post(format!("{}/api/register", s.base)).header("content-type", ct).body(body).send().await.unwrap();
+    let (ct, body) = multipart(
+        &[("username", "frank"), ("password", "frank-password")],
+        None,
+    );
+    let r = http
+        .post(format!("{}/api/register", s.base))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 }
 
@@ -251,17 +418,32 @@ async fn api_registration_can_require_an_admin_or_be_off() {
     let s = server_with(|c| c.api_registration = webapp::config::ApiRegistration::Admin).await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/register", s.base);
-    let r = http.post(&url).form(&[("username", "gina"), ("password", "gina-password")]).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .form(&[("username", "gina"), ("password", "gina-password")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "admin fields missing");
     let r = http
         .post(&url)
-        .form(&[("username", "gina"), ("password", "gina-password"), ("admin_username", ADMIN), ("admin_password", ADMIN_PASSWORD)])
+        .form(&[
+            ("username", "gina"),
+            ("password", "gina-password"),
+            ("admin_username", ADMIN),
+            ("admin_password", ADMIN_PASSWORD),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     let off = server_with(|c| c.api_registration = webapp::config::ApiRegistration::Off).await;
-    let r = http.post(format!("{}/api/register", off.base)).form(&[("username", "h"), ("password", "h-password-1")]).send().await.unwrap();
+    let r = http
+        .post(format!("{}/api/register", off.base))
+        .form(&[("username", "h"), ("password", "h-password-1")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
@@ -271,10 +453,21 @@ async fn admin_sees_the_mail_delivery_log_and_can_send_a_test_email() {
     let mut c = Client::new(&s.base);
     c.login(ADMIN, ADMIN_PASSWORD).await;
     let csrf = c.csrf("/admin/mail").await;
-    let p = c.post("/admin/mail/test", &[("csrf_token", &csrf), ("to", "ops@example.com")]).await;
+    let p = c
+        .post(
+            "/admin/mail/test",
+            &[("csrf_token", &csrf), ("to", "ops@example.com")],
+        )
+        .await;
     assert_eq!(p.location.as_deref(), Some("/admin/mail?sent=1"));
     let mail = s.smtp.wait_for("ops@example.com", 0).await;
-    assert!(mail["subject"].as_str().unwrap().to_lowercase().contains("test"));
+    assert!(
+        mail["subject"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("test")
+    );
     let mut sent = false;
     for _ in 0..100 {
         let log = c.get("/admin/mail").await;

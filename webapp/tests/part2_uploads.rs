@@ -15,7 +15,10 @@ use serde_json::Value;
 async fn user(s: &Server, name: &str) -> Client {
     let r = reqwest::Client::new()
         .post(format!("{}/api/register", s.base))
-        .form(&[("username", name), ("password", &format!("{name}-password"))])
+        .form(&[
+            ("username", name),
+            ("password", &format!("{name}-password")),
+        ])
         .send()
         .await
         .unwrap();
@@ -27,7 +30,8 @@ async fn user(s: &Server, name: &str) -> Client {
 
 async fn upload_file(c: &mut Client, name: &str, bytes: &[u8]) -> Page {
     let csrf = c.csrf("/upload").await;
-    c.post_multipart("/upload", &[("csrf_token", &csrf)], Some((name, bytes))).await
+    c.post_multipart("/upload", &[("csrf_token", &csrf)], Some((name, bytes)))
+        .await
 }
 
 #[tokio::test]
@@ -35,7 +39,11 @@ async fn upload_a_photo_see_the_result_and_the_history_tabs() {
     let s = server().await;
     let mut c = user(&s, "ann").await;
     let form = c.get("/upload").await;
-    assert!(form.body.contains("name=\"file\"") && form.body.contains("name=\"url\"") && form.body.contains("/static/upload.js"));
+    assert!(
+        form.body.contains("name=\"file\"")
+            && form.body.contains("name=\"url\"")
+            && form.body.contains("/static/upload.js")
+    );
 
     // maksssksksss0: one masked and two unmasked faces.
     let p = upload_file(&mut c, "street <b>.png", &photo("maksssksksss0.png")).await;
@@ -44,8 +52,15 @@ async fn upload_a_photo_see_the_result_and_the_history_tabs() {
     assert!(result_url.starts_with("/results/"));
     let page = c.get(&result_url).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("some faces wearing masks"), "{}", page.body);
-    assert!(page.body.contains("street &lt;b&gt;.png"), "file name escaped");
+    assert!(
+        page.body.contains("some faces wearing masks"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("street &lt;b&gt;.png"),
+        "file name escaped"
+    );
     assert!(page.body.contains("id=\"faces\"") && page.body.contains("no_mask"));
     let id = result_url.trim_start_matches("/results/").to_string();
     for kind in ["original", "annotated", "thumb"] {
@@ -53,26 +68,49 @@ async fn upload_a_photo_see_the_result_and_the_history_tabs() {
         assert_eq!(img.status, 200, "{kind}");
         let ct = img.headers["content-type"].to_str().unwrap();
         assert!(ct.starts_with("image/"), "{kind}: {ct}");
-        assert!(img.headers["cache-control"].to_str().unwrap().contains("private"));
+        assert!(
+            img.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("private")
+        );
     }
 
     // A grey picture with nobody in it: no face.
     let mut grey = Vec::new();
-    let img = mask_detect::image::RgbImage::from_pixel(200, 150, mask_detect::image::Rgb([120, 120, 120]));
+    let img = mask_detect::image::RgbImage::from_pixel(
+        200,
+        150,
+        mask_detect::image::Rgb([120, 120, 120]),
+    );
     mask_detect::image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut grey), mask_detect::image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut grey),
+            mask_detect::image::ImageFormat::Png,
+        )
         .unwrap();
     let p = upload_file(&mut c, "grey.png", &grey).await;
     let page = c.get(&p.location.unwrap()).await;
     assert!(page.body.contains("no face detected"));
 
     let all = c.get("/history?tab=all").await;
-    assert!(all.body.contains("All (2)") && all.body.contains("No face (1)") && all.body.contains("Some masked (1)"), "{}", all.body);
+    assert!(
+        all.body.contains("All (2)")
+            && all.body.contains("No face (1)")
+            && all.body.contains("Some masked (1)"),
+        "{}",
+        all.body
+    );
     let no_face = c.get("/history?tab=no_face").await;
     assert!(no_face.body.contains("grey.png") && !no_face.body.contains("street"));
     let some = c.get("/history?tab=some_masked").await;
     assert!(some.body.contains(&id) && !some.body.contains("grey.png"));
-    assert!(c.get("/history?tab=all_masked").await.body.contains("Nothing here yet."));
+    assert!(
+        c.get("/history?tab=all_masked")
+            .await
+            .body
+            .contains("Nothing here yet.")
+    );
     assert_eq!(c.get("/history?tab=bogus").await.status, 400);
 }
 
@@ -81,18 +119,41 @@ async fn another_user_gets_404_for_results_images_and_deletes() {
     let s = server().await;
     let mut owner = user(&s, "olga").await;
     let p = upload_file(&mut owner, "a.png", &photo("maksssksksss1.png")).await;
-    let id = p.location.unwrap().trim_start_matches("/results/").to_string();
+    let id = p
+        .location
+        .unwrap()
+        .trim_start_matches("/results/")
+        .to_string();
     let mut other = user(&s, "oscar").await;
     assert_eq!(other.get(&format!("/results/{id}")).await.status, 404);
     for kind in ["original", "annotated", "thumb"] {
         assert_eq!(other.get(&format!("/images/{id}/{kind}")).await.status, 404);
     }
     let csrf = other.csrf("/upload").await;
-    assert_eq!(other.post(&format!("/history/{id}/delete"), &[("csrf_token", &csrf)]).await.status, 404);
-    assert_eq!(Client::new(&s.base).get(&format!("/images/{id}/original")).await.status, 404);
+    assert_eq!(
+        other
+            .post(&format!("/history/{id}/delete"), &[("csrf_token", &csrf)])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        Client::new(&s.base)
+            .get(&format!("/images/{id}/original"))
+            .await
+            .status,
+        404
+    );
     // The owner can delete it; then it is gone.
     let csrf = owner.csrf("/upload").await;
-    assert_eq!(owner.post(&format!("/history/{id}/delete"), &[("csrf_token", &csrf)]).await.location.as_deref(), Some("/history"));
+    assert_eq!(
+        owner
+            .post(&format!("/history/{id}/delete"), &[("csrf_token", &csrf)])
+            .await
+            .location
+            .as_deref(),
+        Some("/history")
+    );
     assert_eq!(owner.get(&format!("/results/{id}")).await.status, 404);
 }
 
@@ -101,16 +162,24 @@ async fn upload_errors_come_back_on_the_form_with_the_reason() {
     let s = server_with(|c| c.max_upload_bytes = 1024 * 1024).await;
     let mut c = user(&s, "eve").await;
     let csrf = c.csrf("/upload").await;
-    let p = c.post_multipart("/upload", &[("csrf_token", &csrf)], None).await;
+    let p = c
+        .post_multipart("/upload", &[("csrf_token", &csrf)], None)
+        .await;
     assert_eq!(p.status, 400);
-    assert!(p.body.contains("Choose an image file or give an image URL"), "{}", p.body);
+    assert!(
+        p.body.contains("Choose an image file or give an image URL"),
+        "{}",
+        p.body
+    );
     let p = upload_file(&mut c, "notes.png", b"just some text, not an image").await;
     assert_eq!(p.status, 400);
     assert!(p.body.contains("Not an image"), "{}", p.body);
     let big = vec![0u8; 2 * 1024 * 1024];
     let p = upload_file(&mut c, "big.png", &big).await;
     assert_eq!(p.status, 413);
-    let p = c.post_multipart("/upload", &[], Some(("a.png", &photo("maksssksksss1.png")))).await;
+    let p = c
+        .post_multipart("/upload", &[], Some(("a.png", &photo("maksssksksss1.png"))))
+        .await;
     assert_eq!(p.status, 403, "no CSRF token");
 }
 
@@ -121,7 +190,16 @@ async fn upload_by_url_from_a_local_server() {
     // Served as text/plain: the content is sniffed, the header is not trusted.
     let (base, hits) = static_server(photo("maksssksksss0.png"), None).await;
     let csrf = c.csrf("/upload").await;
-    let p = c.post_multipart("/upload", &[("csrf_token", &csrf), ("url", &format!("{base}/pics/street.png"))], None).await;
+    let p = c
+        .post_multipart(
+            "/upload",
+            &[
+                ("csrf_token", &csrf),
+                ("url", &format!("{base}/pics/street.png")),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(p.status, 303, "{}", p.body);
     let page = c.get(&p.location.unwrap()).await;
     assert!(page.body.contains("some faces wearing masks"));
@@ -129,11 +207,29 @@ async fn upload_by_url_from_a_local_server() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     // A URL that is not an image.
     let (text_base, _) = static_server(b"hello".to_vec(), None).await;
-    let p = c.post_multipart("/upload", &[("csrf_token", &csrf), ("url", &format!("{text_base}/x"))], None).await;
+    let p = c
+        .post_multipart(
+            "/upload",
+            &[("csrf_token", &csrf), ("url", &format!("{text_base}/x"))],
+            None,
+        )
+        .await;
     assert_eq!(p.status, 400);
     // Unreachable: nothing listens there any more.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let p = c.post_multipart("/upload", &[("csrf_token", &csrf), ("url", &format!("http://{closed}/x.png"))], None).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = c
+        .post_multipart(
+            "/upload",
+            &[
+                ("csrf_token", &csrf),
+                ("url", &format!("http://{closed}/x.png")),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(p.status, 400);
     assert!(p.body.contains("unreachable"), "{}", p.body);
 }
@@ -146,7 +242,8 @@ async fn private_addresses_are_refused_before_any_connection() {
     let mut c = user(&s, "pat").await;
     let (base, hits) = static_server(photo("maksssksksss0.png"), None).await;
     let port = base.rsplit(':').next().unwrap().to_string();
-    let (redirector, redirect_hits) = static_server(Vec::new(), Some(format!("{base}/x.png"))).await;
+    let (redirector, redirect_hits) =
+        static_server(Vec::new(), Some(format!("{base}/x.png"))).await;
     let csrf = c.csrf("/upload").await;
     for url in [
         format!("{base}/x.png"),
@@ -155,12 +252,22 @@ async fn private_addresses_are_refused_before_any_connection() {
         format!("http://2130706433:{port}/x.png"),
         format!("{redirector}/go"),
     ] {
-        let p = c.post_multipart("/upload", &[("csrf_token", &csrf), ("url", &url)], None).await;
+        let p = c
+            .post_multipart("/upload", &[("csrf_token", &csrf), ("url", &url)], None)
+            .await;
         assert_eq!(p.status, 400, "{url}");
         assert!(p.body.contains("URL refused"), "{url}: {}", p.body);
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the image server saw no connection");
-    assert_eq!(redirect_hits.load(Ordering::SeqCst), 0, "the redirector saw no connection");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the image server saw no connection"
+    );
+    assert_eq!(
+        redirect_hits.load(Ordering::SeqCst),
+        0,
+        "the redirector saw no connection"
+    );
 }
 
 #[tokio::test]
@@ -174,30 +281,66 @@ async fn api_upload_answers_201_400_401_413_with_json() {
         let url = url.clone();
         async move {
             let (ct, body) = multipart(&fields, file.as_deref().map(|b| ("photo.png", b)));
-            let r = http.post(url).header("content-type", ct).body(body).send().await.unwrap();
+            let r = http
+                .post(url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap())
         }
     };
-    let (status, body) = send(vec![("username", "ivan"), ("password", "ivan-password")], Some(photo("maksssksksss0.png"))).await;
+    let (status, body) = send(
+        vec![("username", "ivan"), ("password", "ivan-password")],
+        Some(photo("maksssksksss0.png")),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["success"], true);
     let p = &body["payload"];
-    assert_eq!(p["num_faces"].as_u64().unwrap(), p["faces"].as_array().unwrap().len() as u64);
+    assert_eq!(
+        p["num_faces"].as_u64().unwrap(),
+        p["faces"].as_array().unwrap().len() as u64
+    );
     assert_eq!(p["category"], "some_masked");
     assert!(p["faces"][0]["box"].as_array().unwrap().len() == 4 && p["id"].is_string());
-    assert!(s.app.history.counts(history_store::UserId(2)).unwrap().total() == 1);
+    assert!(
+        s.app
+            .history
+            .counts(history_store::UserId(2))
+            .unwrap()
+            .total()
+            == 1
+    );
 
-    let (status, body) = send(vec![("username", "ivan"), ("password", "wrong")], Some(photo("maksssksksss0.png"))).await;
+    let (status, body) = send(
+        vec![("username", "ivan"), ("password", "wrong")],
+        Some(photo("maksssksksss0.png")),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_u64()), (401, Some(401)));
     assert_eq!(body["success"], false);
     let (status, body) = send(vec![("username", "ivan")], Some(photo("maksssksksss0.png"))).await;
     assert_eq!((status, body["error"]["code"].as_u64()), (400, Some(400)));
-    let (status, _) = send(vec![("username", "ivan"), ("password", "ivan-password")], None).await;
+    let (status, _) = send(
+        vec![("username", "ivan"), ("password", "ivan-password")],
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, body) = send(vec![("username", "ivan"), ("password", "ivan-password")], Some(b"GIF89a-corrupt".to_vec())).await;
+    let (status, body) = send(
+        vec![("username", "ivan"), ("password", "ivan-password")],
+        Some(b"GIF89a-corrupt".to_vec()),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = send(vec![("username", "ivan"), ("password", "ivan-password")], Some(vec![7u8; 2 * 1024 * 1024])).await;
+    let (status, body) = send(
+        vec![("username", "ivan"), ("password", "ivan-password")],
+        Some(vec![7u8; 2 * 1024 * 1024]),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_u64()), (413, Some(413)));
 }
 
@@ -214,14 +357,18 @@ async fn oversized_bodies_get_413_without_being_read_whole() {
     );
     sock.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("\"code\":413"), "{text}");
 
     // A chunked body with no length: refused (411, the multipart reader needs a length) or cut
     // off at the cap (413); never buffered whole.
-    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
+    let chunks =
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024])));
     let (ct, _) = multipart(&[], None);
     let r = reqwest::Client::new()
         .post(format!("{}/api/upload", s.base))
@@ -244,8 +391,17 @@ async fn a_full_detection_queue_answers_503_with_retry_after() {
     user(&s, "quinn").await;
     // Hold the only place in the pool, as a long detection would.
     let _ticket = s.app.pool.admit().unwrap();
-    let (ct, body) = multipart(&[("username", "quinn"), ("password", "quinn-password")], Some(("a.png", &photo("maksssksksss1.png"))));
-    let r = reqwest::Client::new().post(format!("{}/api/upload", s.base)).header("content-type", ct).body(body).send().await.unwrap();
+    let (ct, body) = multipart(
+        &[("username", "quinn"), ("password", "quinn-password")],
+        Some(("a.png", &photo("maksssksksss1.png"))),
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/upload", s.base))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let body: Value = r.json().await.unwrap();
@@ -255,7 +411,9 @@ async fn a_full_detection_queue_answers_503_with_retry_after() {
 #[tokio::test]
 async fn openapi_document_is_served() {
     let s = server().await;
-    let r = reqwest::get(format!("{}/api/openapi.json", s.base)).await.unwrap();
+    let r = reqwest::get(format!("{}/api/openapi.json", s.base))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let doc: Value = r.json().await.unwrap();
     assert!(doc["paths"]["/api/upload"]["post"].is_object());

@@ -18,11 +18,17 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 pub const EVAL: &str = "../../shared/eval/kaggle853/images";
 
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MASK_TEST_PYTHON").map(PathBuf::from).filter(|p| p.exists()) {
+    if let Some(p) = std::env::var_os("MASK_TEST_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+    {
         return p;
     }
     let p = PathBuf::from("../.venv/bin/python");
-    assert!(p.exists(), "no Python with aiosmtpd: run `make venv` or set MASK_TEST_PYTHON");
+    assert!(
+        p.exists(),
+        "no Python with aiosmtpd: run `make venv` or set MASK_TEST_PYTHON"
+    );
     p
 }
 
@@ -44,8 +50,16 @@ impl Smtp {
             .spawn()
             .expect("start the SMTP test server");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().rsplit(':').next().unwrap().parse().expect("LISTENING line");
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("LISTENING line");
         Smtp { child, port, dir }
     }
 
@@ -59,7 +73,10 @@ impl Smtp {
         names.sort();
         names
             .iter()
-            .map(|p| serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap())
+            .map(|p| {
+                serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap())
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -69,14 +86,23 @@ impl Smtp {
             let found: Vec<Value> = self
                 .messages()
                 .into_iter()
-                .filter(|m| m["rcpt_tos"].as_array().unwrap().iter().any(|r| r.as_str() == Some(to)))
+                .filter(|m| {
+                    m["rcpt_tos"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r.as_str() == Some(to))
+                })
                 .collect();
             if found.len() > nth {
                 return found[nth].clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no message #{nth} to {to} arrived; got {:?}", self.messages());
+        panic!(
+            "no message #{nth} to {to} arrived; got {:?}",
+            self.messages()
+        );
     }
 }
 
@@ -91,7 +117,11 @@ impl Drop for Smtp {
 pub fn link(message: &Value, path: &str) -> String {
     let text = message["text"].as_str().unwrap();
     text.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| c == '<' || c == '>' || c == '(' || c == ')' || c == '.' || c == ','))
+        .map(|w| {
+            w.trim_matches(|c: char| {
+                c == '<' || c == '>' || c == '(' || c == ')' || c == '.' || c == ','
+            })
+        })
         .find(|w| w.starts_with("http") && w.contains(path))
         .unwrap_or_else(|| panic!("no {path} link in {text}"))
         .to_string()
@@ -119,25 +149,43 @@ pub async fn server_with(edit: impl FnOnce(&mut Settings)) -> Server {
     let addr = listener.local_addr().unwrap();
     let mut env: Vec<(String, String)> = vec![
         ("MASK_WEB_ADDR".into(), addr.to_string()),
-        ("MASK_WEB_DATA_DIR".into(), data.path().display().to_string()),
+        (
+            "MASK_WEB_DATA_DIR".into(),
+            data.path().display().to_string(),
+        ),
         ("MASK_WEB_MODELS_DIR".into(), "../models".into()),
         ("MASK_WEB_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
         ("MASK_WEB_ADMIN_EMAIL".into(), "admin@example.com".into()),
         ("MASK_WEB_SMTP_HOST".into(), "127.0.0.1".into()),
         ("MASK_WEB_SMTP_PORT".into(), smtp.port.to_string()),
         ("MASK_WEB_SMTP_SECURITY".into(), "none".into()),
-        ("MASK_WEB_MAIL_FROM".into(), "Mask Detect <noreply@example.com>".into()),
+        (
+            "MASK_WEB_MAIL_FROM".into(),
+            "Mask Detect <noreply@example.com>".into(),
+        ),
     ];
     env.push(("MASK_WEB_DETECT_WORKERS".into(), "2".into()));
     let mut settings = Settings::load(None, env.drain(..)).unwrap();
     edit(&mut settings);
     let clock = accounts::ManualClock::new(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
     );
-    let (app, _) = App::start_with_clock(settings, Some(Arc::new(clock.clone()))).await.unwrap();
+    let (app, _) = App::start_with_clock(settings, Some(Arc::new(clock.clone())))
+        .await
+        .unwrap();
     let routes = webapp::routes(app.clone());
     let task = tokio::spawn(async move { warp::serve(routes).incoming(listener).run().await });
-    Server { app, base: format!("http://{addr}"), data, clock, smtp, task }
+    Server {
+        app,
+        base: format!("http://{addr}"),
+        data,
+        clock,
+        smtp,
+        task,
+    }
 }
 
 pub async fn server() -> Server {
@@ -161,14 +209,21 @@ pub struct Page {
 impl Client {
     pub fn new(base: &str) -> Client {
         Client {
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             base: base.to_string(),
             cookies: HashMap::new(),
         }
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     async fn finish(&mut self, r: reqwest::Response) -> Page {
@@ -184,15 +239,28 @@ impl Client {
         }
         Page {
             status: r.status().as_u16(),
-            location: r.headers().get("location").map(|l| l.to_str().unwrap().to_string()),
+            location: r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string()),
             headers: r.headers().clone(),
             body: r.text().await.unwrap(),
         }
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) };
-        let r = self.http.get(url).header("cookie", self.cookie_header()).send().await.unwrap();
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let r = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
         self.finish(r).await
     }
 
@@ -214,7 +282,12 @@ impl Client {
         self.finish(r).await
     }
 
-    pub async fn post_multipart(&mut self, path: &str, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Page {
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        file: Option<(&str, &[u8])>,
+    ) -> Page {
         let (ct, body) = multipart(fields, file);
         let r = self
             .http
@@ -236,19 +309,33 @@ impl Client {
 
     pub async fn login(&mut self, user: &str, password: &str) -> Page {
         let csrf = self.csrf("/login").await;
-        self.post("/login", &[("csrf_token", &csrf), ("username", user), ("password", password), ("next", "/")]).await
+        self.post(
+            "/login",
+            &[
+                ("csrf_token", &csrf),
+                ("username", user),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+        .await
     }
 }
 
 pub fn csrf_in(html: &str) -> String {
-    let i = html.find("name=\"csrf_token\" value=\"").expect("a form with a CSRF token") + 25;
+    let i = html
+        .find("name=\"csrf_token\" value=\"")
+        .expect("a form with a CSRF token")
+        + 25;
     html[i..i + 64].to_string()
 }
 
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -258,7 +345,10 @@ pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (Strin
     let boundary = "----mask-detect-test-boundary";
     let mut body = Vec::new();
     for (k, v) in fields {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
     }
     if let Some((name, bytes)) = file {
         body.extend_from_slice(
@@ -277,7 +367,10 @@ pub fn photo(name: &str) -> Vec<u8> {
 
 /// A one-file HTTP server on 127.0.0.1 that answers every request with `body` (or a redirect);
 /// returns its base URL and a counter of connections it accepted.
-pub async fn static_server(body: Vec<u8>, redirect_to: Option<String>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+pub async fn static_server(
+    body: Vec<u8>,
+    redirect_to: Option<String>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -292,8 +385,13 @@ pub async fn static_server(body: Vec<u8>, redirect_to: Option<String>) -> (Strin
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
                 let head = match &redirect_to {
-                    Some(to) => format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-                    None => format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+                    Some(to) => format!(
+                        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                    None => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    ),
                 };
                 let _ = s.write_all(head.as_bytes()).await;
                 if redirect_to.is_none() {
