@@ -90,7 +90,7 @@ fn run() -> Result<(), String> {
             .filter(|l| l.split == args.split)
             .map(|l| (l.image, l.faces.into_iter().map(|f| f.bbox).collect()))
             .collect();
-    let thresholds: Vec<f64> = (4..=16).map(|i| f64::from(i) * 0.05).collect();
+    let thresholds: Vec<f64> = (20..=80).map(|i| f64::from(i) * 0.01).collect();
     let min_sizes: [f64; 7] = [0.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0];
     println!("| detections | face threshold | min width | recall | precision |");
     println!("|---|---|---|---|---|");
