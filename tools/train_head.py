@@ -218,9 +218,9 @@ def explore(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", default="target/features/ls640", help="directory written by the features example")
-    ap.add_argument("--margin", type=float, default=0.15, help="crop margin whose features to fit (Config::crop_margin)")
+    ap.add_argument("--margin", type=float, default=0.2, help="crop margin whose features to fit (Config::crop_margin)")
     ap.add_argument("--rows", default="gt+det", choices=["gt", "gt+det"], help="training rows: labelled boxes, or also matched detector boxes")
-    ap.add_argument("--incorrect", default="no_mask", choices=["no_mask", "drop"], help="treat `incorrect` (mask below the nose) as unmasked, or leave it out")
+    ap.add_argument("--incorrect", default="drop", choices=["no_mask", "drop"], help="treat `incorrect` (mask below the nose) as unmasked, or leave it out")
     ap.add_argument("--out", default="mask-detect/heads/mask_head.json")
     ap.add_argument("--explore", action="store_true", help="first compare margins, rows and `incorrect` treatments (slow)")
     ap.add_argument("--report", help="also write the full metrics as JSON here")
@@ -283,7 +283,9 @@ def main():
             "method": {"model": "StandardScaler + LogisticRegression(lbfgs, class_weight=balanced)", "C": c,
                        "C_grid": C_GRID, "cv": f"{FOLDS}-fold StratifiedGroupKFold by image, seed {SEED}",
                        "threshold": "max balanced accuracy (smoothed over +-0.05) of out-of-fold probabilities on detector boxes"},
-            "command": " ".join(["tools/train_head.py"] + sys.argv[1:]),
+            # The effective settings, not argv: the same inputs give the same file byte for byte.
+            "command": (f".venv/bin/python tools/train_head.py --features {args.features} --margin {args.margin:g} "
+                        f"--rows {args.rows} --incorrect {args.incorrect} --out mask-detect/heads/mask_head.json"),
             "features_sha256": sha256(feat_path),
             "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "scikit-learn": sklearn.__version__},
             "metrics": {"cv_train": cv_metrics, "test": test_metrics},

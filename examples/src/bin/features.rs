@@ -231,7 +231,7 @@ fn process(
         let crops: Vec<_> = boxes.iter().map(|b| crop_face(&rgb, &b.0, m)).collect();
         let classified = detector.classify_crops(&crops).map_err(|e| fail(&e))?;
         for (s, c) in shipped.iter_mut().zip(&classified) {
-            s.push(c.mask_probability);
+            s.push(c.softmax_probability);
         }
         per_margin.push(classified.into_iter().map(|c| c.features).collect());
     }
