@@ -295,12 +295,19 @@ struct ResultPage {
     faces: Vec<FaceRow>,
 }
 
+/// Someone else's entry and a missing one look the same: 404. Anything else is ours: 500.
+fn not_found_or_internal(e: history_store::Error) -> Rejection {
+    match e {
+        history_store::Error::NotFound => AppError::NotFound.reject(),
+        other => AppError::Internal(crate::error::chain(&other)).reject(),
+    }
+}
+
 fn owned_entry(app: &App, owner: i64, id: &str) -> Result<Entry, Rejection> {
     let id: EntryId = id.parse().map_err(|_| AppError::NotFound.reject())?;
-    app.history.get(UserId(owner), &id).map_err(|e| match e {
-        history_store::Error::NotFound => AppError::NotFound.reject(),
-        other => AppError::Internal(other.to_string()).reject(),
-    })
+    app.history
+        .get(UserId(owner), &id)
+        .map_err(not_found_or_internal)
 }
 
 fn category_message(c: Category) -> &'static str {
@@ -479,10 +486,7 @@ pub async fn image(
     let data = blocking(move || {
         app2.history
             .read_image(owner, &id, kind)
-            .map_err(|e| match e {
-                history_store::Error::NotFound => AppError::NotFound.reject(),
-                other => AppError::Internal(other.to_string()).reject(),
-            })
+            .map_err(not_found_or_internal)
     })
     .await?;
     let mut r = data.bytes.into_response();
