@@ -139,26 +139,40 @@ pub fn detect_all(
     jobs: usize,
     mut each: impl FnMut(&Path, Result<(DynamicImage, Detection), String>),
 ) {
+    let work = |path: &PathBuf| {
+        let image = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| decode_image(&b, detector.config()).map_err(|e| e.to_string()))?;
+        let detection = detector.detect(&image).map_err(|e| e.to_string())?;
+        Ok((image, detection))
+    };
+    // Results arrive in file order, so the n-th result belongs to the n-th file.
+    let mut n = 0;
+    for_each_parallel(files, jobs, work, |result| {
+        each(&files[n], result);
+        n += 1;
+    });
+}
+
+/// Map `work` over `items` on `jobs` threads; `each` gets the results on the calling thread, in
+/// item order, as soon as a result and all results before it are ready.
+pub fn for_each_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> R + Sync,
+    mut each: impl FnMut(R),
+) {
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| {
-        for _ in 0..jobs.min(files.len()).max(1) {
+        for _ in 0..jobs.min(items.len()).max(1) {
             let tx = tx.clone();
-            let next = &next;
+            let (next, work) = (&next, &work);
             s.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { break };
-                    let result = std::fs::read(path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            decode_image(&b, detector.config()).map_err(|e| e.to_string())
-                        })
-                        .and_then(|img| match detector.detect(&img) {
-                            Ok(d) => Ok((img, d)),
-                            Err(e) => Err(e.to_string()),
-                        });
-                    if tx.send((i, result)).is_err() {
+                    let Some(item) = items.get(i) else { break };
+                    if tx.send((i, work(item))).is_err() {
                         break;
                     }
                 }
@@ -170,7 +184,7 @@ pub fn detect_all(
         for (i, r) in rx {
             pending.insert(i, r);
             while let Some(r) = pending.remove(&want) {
-                each(&files[want], r);
+                each(r);
                 want += 1;
             }
         }

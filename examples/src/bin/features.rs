@@ -20,14 +20,12 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 use clap::Parser;
 use indicatif::ProgressBar;
 use mask_detect::{Detector, RawFace, crop_face, decode_image};
 
-use examples::{DetectorArgs, greedy_match};
+use examples::{DetectorArgs, for_each_parallel, greedy_match};
 
 #[derive(Parser)]
 #[command(
@@ -254,42 +252,6 @@ fn process(
         rows,
         features: per_margin,
     })
-}
-
-/// Map `work` over `items` on `jobs` threads; `each` gets the results in item order.
-fn for_each_parallel<T: Sync, R: Send>(
-    items: &[T],
-    jobs: usize,
-    work: impl Fn(&T) -> R + Sync,
-    mut each: impl FnMut(R),
-) {
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel();
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(items.len()).max(1) {
-            let tx = tx.clone();
-            let (next, work) = (&next, &work);
-            s.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    if tx.send((i, work(item))).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut pending = std::collections::BTreeMap::new();
-        let mut want = 0;
-        for (i, r) in rx {
-            pending.insert(i, r);
-            while let Some(r) = pending.remove(&want) {
-                each(r);
-                want += 1;
-            }
-        }
-    });
 }
 
 /// A float32 little-endian `.npy` file (format 1.0) of shape `[rows, cols]`.
