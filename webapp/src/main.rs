@@ -12,6 +12,13 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use webapp::{App, Settings};
 
+/// mimalloc instead of the C library's allocator: a detection allocates and frees a few hundred
+/// MiB of activations, and glibc's per-thread arenas kept each thread's high-water mark, so the
+/// server's peak RSS grew to ~1 GiB at one upload at a time (374 MiB with `MALLOC_ARENA_MAX=1`).
+/// Measured with `benches/src/bin/load.rs`; the figures are in PERFORMANCE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "The mask detection web application")]
 struct Args {

