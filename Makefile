@@ -5,7 +5,7 @@ PYTHON := $(CURDIR)/.venv/bin/python
 export MASK_TEST_PYTHON := $(PYTHON)
 export CARGO_TERM_COLOR := never
 
-.PHONY: run test models venv lint rust-test python-test system-deps
+.PHONY: run test models venv lint rust-test python-test load-smoke load audit system-deps
 
 ## Fetch (if missing), verify and convert the models into ./models.
 models:
@@ -24,11 +24,12 @@ run: models
 	cargo run -p webapp --bin mask-web
 
 ## Every test of every crate and of the Python tools, plus fmt and clippy.
-test: models venv system-deps lint rust-test python-test
+test: models venv system-deps lint rust-test python-test load-smoke
 
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	python3 tools/check_licenses.py
 
 rust-test:
 	cargo test --workspace --all-targets
@@ -39,3 +40,21 @@ python-test:
 	bash python/run_tests.sh
 	cd webapp/browser_tests && $(PYTHON) -m pytest -q
 	cd webapp/fault_tests && $(PYTHON) -m pytest -q
+	cd webapp/security_tests && $(PYTHON) -m pytest -q
+
+## A short load run: must hold every promise of benches/src/bin/load.rs (about 30 s).
+load-smoke:
+	cargo build -p webapp --bin mask-web
+	cargo build -p benches --bin load
+	./target/debug/load --levels 2,32 --seconds 5
+
+## The full load measurement of PERFORMANCE.md (about 2 minutes).
+load:
+	cargo build -p webapp --bin mask-web
+	cargo build -p benches --bin load
+	./target/debug/load --levels 1,2,4,8,32 --seconds 20 --json target/load.json
+
+## Licences of every crate (offline), then RustSec advisories where the database is reachable.
+audit:
+	python3 tools/check_licenses.py
+	bash tools/audit.sh
