@@ -23,6 +23,8 @@ pub enum AppError {
     Conflict(String),
     /// 413: the body is over the limit.
     TooLarge(String),
+    /// 408: the client sent its body too slowly.
+    Timeout(String),
     /// 429: too many attempts.
     TooManyRequests(String),
     /// 415: the body is not of a type this route reads.
@@ -47,6 +49,7 @@ impl AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Busy | AppError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,6 +65,7 @@ impl AppError {
             | AppError::Forbidden(m)
             | AppError::Conflict(m)
             | AppError::TooLarge(m)
+            | AppError::Timeout(m)
             | AppError::TooManyRequests(m) => m.clone(),
             AppError::NotFound => "not found".into(),
             AppError::UnsupportedMediaType => "unsupported content type".into(),

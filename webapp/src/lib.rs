@@ -1,7 +1,8 @@
 //! The mask detection web application (`mask-web`): a `warp` server composing the detector,
 //! `accounts`, `history-store` and `mailer`. Handlers parse, call a library, render.
 //!
-//! [`routes`] is the whole site as one filter, used by the binary and by the tests.
+//! [`routes`] is the whole site as one filter; [`server::serve`] serves it with connection limits
+//! (the binary and the tests both use it).
 
 pub mod api;
 pub mod app;
@@ -10,11 +11,11 @@ pub mod error;
 pub mod fetch;
 pub mod pages;
 pub mod pool;
+pub mod server;
 pub mod uploads;
 pub mod web;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use warp::filters::BoxedFilter;
@@ -25,6 +26,7 @@ pub use app::{App, Startup, StartupError};
 pub use config::Settings;
 
 use crate::error::AppError;
+use crate::server::client_addr;
 use crate::web::{form, visitor, with_app};
 
 type Route = BoxedFilter<(Response,)>;
@@ -49,13 +51,6 @@ fn upload_body(app: &Arc<App>) -> BoxedFilter<(warp::multipart::FormData,)> {
         .untuple_one()
         .and(warp::multipart::form().max_length(max + slack))
         .boxed()
-}
-
-fn client_addr() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
-    warp::addr::remote().map(|a: Option<SocketAddr>| {
-        a.map(|a| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".into())
-    })
 }
 
 fn pages(app: Arc<App>) -> Route {

@@ -78,10 +78,6 @@ async fn main() -> std::process::ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    warp::serve(webapp::routes(app))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    webapp::server::serve(app, listener, shutdown).await;
     std::process::ExitCode::SUCCESS
 }

@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::error::AppError;
 use crate::fetch::{FetchError, fetch};
 use crate::pool::Ticket;
-use crate::web::{Layout, Visitor, blocking, redirect, render, require_user};
+use crate::web::{Layout, Visitor, blocking, redirect, render, require_user, within};
 
 /// Text fields of an upload form are small; anything bigger is refused.
 const MAX_TEXT_FIELD: usize = 8 * 1024;
@@ -33,7 +33,16 @@ pub struct Upload {
 }
 
 /// Read a multipart body, keeping at most `max_file` bytes of the `file` part; more is 413.
-pub async fn read_upload(mut form: FormData, max_file: u64) -> Result<Upload, AppError> {
+pub async fn read_upload(form: FormData, max_file: u64) -> Result<Upload, AppError> {
+    within(UPLOAD_TIMEOUT, read_parts(form, max_file)).await
+}
+
+/// The whole multipart body of an upload must arrive within this time (64 MiB at ~0.5 MiB/s).
+/// The upload holds a detection-pool place while it arrives, so this also bounds how long slow
+/// clients can keep others out.
+pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+async fn read_parts(mut form: FormData, max_file: u64) -> Result<Upload, AppError> {
     let mut upload = Upload::default();
     while let Some(part) = form.next().await {
         let mut part = part.map_err(|e| multipart_error(&e))?;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use accounts::{Session, SessionId, User};
 use askama::Template;
@@ -178,10 +179,29 @@ pub fn form() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejec
         .untuple_one()
         .and(warp::body::stream())
         .and_then(|body| async move {
-            let bytes = read_capped(body, FORM_LIMIT)
+            let bytes = within(FORM_TIMEOUT, read_capped(body, FORM_LIMIT))
                 .await
                 .map_err(warp::reject::custom)?;
             Ok::<_, Rejection>(form_urlencoded::parse(&bytes).into_owned().collect())
+        })
+}
+
+/// A form body must arrive completely within this time (it is at most [`FORM_LIMIT`] bytes).
+pub const FORM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Run `body_read` with a deadline; past it the client gets 408 and the connection's task ends,
+/// so a client trickling its body cannot hold a connection (or an upload slot) open.
+pub async fn within<T>(
+    limit: Duration,
+    body_read: impl std::future::Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    tokio::time::timeout(limit, body_read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AppError::Timeout(format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            )))
         })
 }
 

@@ -176,8 +176,11 @@ pub async fn server_with(edit: impl FnOnce(&mut Settings)) -> Server {
     let (app, _) = App::start_with_clock(settings, Some(Arc::new(clock.clone())))
         .await
         .unwrap();
-    let routes = webapp::routes(app.clone());
-    let task = tokio::spawn(async move { warp::serve(routes).incoming(listener).run().await });
+    let task = tokio::spawn(webapp::server::serve(
+        app.clone(),
+        listener,
+        std::future::pending(),
+    ));
     Server {
         app,
         base: format!("http://{addr}"),
