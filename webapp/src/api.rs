@@ -135,9 +135,12 @@ pub async fn register(
 
 /// `POST /api/upload` (multipart `username`, `password`, `file` or `url`).
 pub async fn upload(form: FormData, client: String, app: Arc<App>) -> Result<Response, Rejection> {
-    let Ok(ticket) = app.pool.admit() else {
-        drain(form).await;
-        return Err(AppError::Busy.reject());
+    let ticket = match app.pool.admit(&client) {
+        Ok(t) => t,
+        Err(refused) => {
+            drain(form).await;
+            return Err(AppError::from(refused).reject());
+        }
     };
     let result = async {
         let upload = read_upload(form, app.settings.max_upload_bytes).await?;

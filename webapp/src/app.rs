@@ -115,8 +115,12 @@ impl App {
             allow_private: settings.allow_private_urls,
             ..FetchLimits::default()
         };
-        let pool = Pool::new(settings.detect_workers, settings.detect_queue)
-            .map_err(|e| StartupError(format!("starting detection threads: {e}")))?;
+        let pool = Pool::new(
+            settings.detect_workers,
+            settings.detect_queue,
+            settings.detect_per_client,
+        )
+        .map_err(|e| StartupError(format!("starting detection threads: {e}")))?;
         let app = App {
             settings,
             accounts,

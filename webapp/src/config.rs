@@ -89,6 +89,9 @@ pub struct Settings {
     pub detect_workers: usize,
     /// Detections waiting at most; beyond this, requests get 503.
     pub detect_queue: usize,
+    /// Detection places (running or waiting, body still arriving included) one client address
+    /// may hold; beyond this it gets 429. Behind a reverse proxy every client shares its address.
+    pub detect_per_client: usize,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             max_upload_bytes: 64 * 1024 * 1024,
             detect_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             detect_queue: 16,
+            detect_per_client: 4,
         }
     }
 }
@@ -162,7 +166,7 @@ impl Settings {
         Ok(settings)
     }
 
-    fn keys() -> [&'static str; 21] {
+    fn keys() -> [&'static str; 22] {
         [
             "addr",
             "data_dir",
@@ -185,6 +189,7 @@ impl Settings {
             "max_upload_bytes",
             "detect_workers",
             "detect_queue",
+            "detect_per_client",
         ]
     }
 
@@ -226,7 +231,8 @@ fn env_value(key: &str, value: &str) -> Result<toml::Value, String> {
             "0" | "false" | "no" | "off" | "" => toml::Value::Boolean(false),
             _ => return Err(format!("expected true or false, got {value:?}")),
         },
-        "smtp_port" | "max_upload_bytes" | "detect_workers" | "detect_queue" => value
+        "smtp_port" | "max_upload_bytes" | "detect_workers" | "detect_queue"
+        | "detect_per_client" => value
             .parse::<i64>()
             .map(toml::Value::Integer)
             .map_err(|_| format!("expected a number, got {value:?}"))?,

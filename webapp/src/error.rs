@@ -39,6 +39,17 @@ pub enum AppError {
 
 impl warp::reject::Reject for AppError {}
 
+impl From<crate::pool::Refused> for AppError {
+    fn from(r: crate::pool::Refused) -> Self {
+        match r {
+            crate::pool::Refused::Busy => AppError::Busy,
+            crate::pool::Refused::ClientBusy => AppError::TooManyRequests(
+                "too many uploads from your address at once: wait for one to finish".into(),
+            ),
+        }
+    }
+}
+
 impl AppError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {

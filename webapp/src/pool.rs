@@ -1,6 +1,10 @@
 //! The bounded detection pool: detection runs on `workers` dedicated threads, with at most
-//! `queue` more jobs waiting; anything beyond gets [`Busy`] at once (HTTP 503) instead of piling
-//! up memory.
+//! `queue` more jobs waiting; anything beyond gets [`Refused::Busy`] at once (HTTP 503) instead of
+//! piling up memory. A place is taken before the upload body is read (so bodies in memory are
+//! bounded too), and one client address may hold at most `per_client` places
+//! ([`Refused::ClientBusy`], HTTP 429): otherwise a few connections that stall in the middle of
+//! their bodies could keep every place, and so everybody else's uploads, for the whole body
+//! deadline.
 //!
 //! Dedicated threads rather than tokio's blocking pool: a detection allocates a few hundred MiB
 //! of activations and the C allocator keeps freed memory in per-thread arenas, so detections stay
@@ -9,14 +13,26 @@
 //! before and 917 MiB after: the bound comes from the `workers` detections in flight, not from the
 //! threads (PERFORMANCE.md has the load figures).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use tokio::sync::oneshot;
 
-/// The pool is full: try again later.
+/// Why a place was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
+pub enum Refused {
+    /// Every place is taken: try again later.
+    Busy,
+    /// This client address already holds its share of places.
+    ClientBusy,
+}
+
+/// Places taken, in all and per client address.
+#[derive(Default)]
+struct Places {
+    total: usize,
+    by_client: HashMap<String, usize>,
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -24,26 +40,36 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct Pool {
     jobs: mpsc::Sender<Job>,
-    admitted: Arc<AtomicUsize>,
+    places: Arc<Mutex<Places>>,
     capacity: usize,
+    per_client: usize,
 }
 
 /// A place in the pool, held from before the upload body is read until the job ends, so request
 /// bodies in memory are bounded by the pool's capacity too.
 pub struct Ticket {
-    admitted: Arc<AtomicUsize>,
+    places: Arc<Mutex<Places>>,
+    client: String,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admitted.fetch_sub(1, Ordering::AcqRel);
+        let mut places = self.places.lock().unwrap_or_else(PoisonError::into_inner);
+        places.total = places.total.saturating_sub(1);
+        if let Some(n) = places.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                places.by_client.remove(&self.client);
+            }
+        }
     }
 }
 
 impl Pool {
-    /// Start `workers` threads (named `detect-N`); `queue` more jobs may wait for them.
-    /// The threads end when the last clone of the pool is dropped.
-    pub fn new(workers: usize, queue: usize) -> std::io::Result<Pool> {
+    /// Start `workers` threads (named `detect-N`); `queue` more jobs may wait for them, and one
+    /// client may hold `per_client` places at most. The threads end when the last clone of the
+    /// pool is dropped.
+    pub fn new(workers: usize, queue: usize, per_client: usize) -> std::io::Result<Pool> {
         let workers = workers.max(1);
         let (jobs, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -67,30 +93,30 @@ impl Pool {
         }
         Ok(Pool {
             jobs,
-            admitted: Arc::new(AtomicUsize::new(0)),
+            places: Arc::new(Mutex::new(Places::default())),
             capacity: workers + queue,
+            per_client: per_client.max(1),
         })
     }
 
-    /// Take a place, or [`Busy`] when `workers + queue` jobs are already admitted.
-    pub fn admit(&self) -> Result<Ticket, Busy> {
-        let mut n = self.admitted.load(Ordering::Acquire);
-        loop {
-            if n >= self.capacity {
-                return Err(Busy);
-            }
-            match self
-                .admitted
-                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    return Ok(Ticket {
-                        admitted: self.admitted.clone(),
-                    });
-                }
-                Err(now) => n = now,
-            }
+    /// Take a place for `client` (its address), or say why not: [`Refused::Busy`] when
+    /// `workers + queue` jobs are already admitted, [`Refused::ClientBusy`] when this client
+    /// holds `per_client` of them.
+    pub fn admit(&self, client: &str) -> Result<Ticket, Refused> {
+        let mut places = self.places.lock().unwrap_or_else(PoisonError::into_inner);
+        if places.total >= self.capacity {
+            return Err(Refused::Busy);
         }
+        let held = places.by_client.get(client).copied().unwrap_or(0);
+        if held >= self.per_client {
+            return Err(Refused::ClientBusy);
+        }
+        places.total += 1;
+        places.by_client.insert(client.to_string(), held + 1);
+        Ok(Ticket {
+            places: self.places.clone(),
+            client: client.to_string(),
+        })
     }
 
     /// Run `job` on a worker thread (in arrival order) and wait for its result. A panic in the
@@ -122,18 +148,30 @@ mod tests {
 
     #[test]
     fn admits_up_to_capacity_then_refuses_until_a_ticket_drops() {
-        let pool = Pool::new(1, 1).unwrap();
-        let a = pool.admit().unwrap();
-        let _b = pool.admit().unwrap();
-        assert!(pool.admit().is_err());
+        let pool = Pool::new(1, 1, 9).unwrap();
+        let a = pool.admit("a").unwrap();
+        let _b = pool.admit("b").unwrap();
+        assert_eq!(pool.admit("c").err(), Some(Refused::Busy));
         drop(a);
-        assert!(pool.admit().is_ok());
+        assert!(pool.admit("c").is_ok());
+    }
+
+    #[test]
+    fn one_client_holds_at_most_its_share() {
+        let pool = Pool::new(2, 8, 2).unwrap();
+        let a1 = pool.admit("10.0.0.1").unwrap();
+        let _a2 = pool.admit("10.0.0.1").unwrap();
+        assert_eq!(pool.admit("10.0.0.1").err(), Some(Refused::ClientBusy));
+        // Others still get in, and the client gets its place back when one ends.
+        let _b = pool.admit("10.0.0.2").unwrap();
+        drop(a1);
+        assert!(pool.admit("10.0.0.1").is_ok());
     }
 
     #[tokio::test]
     async fn runs_jobs_on_its_own_named_threads() {
-        let pool = Pool::new(2, 0).unwrap();
-        let t = pool.admit().unwrap();
+        let pool = Pool::new(2, 0, 1).unwrap();
+        let t = pool.admit("a").unwrap();
         let v = pool.run(&t, || 6 * 7).await.unwrap();
         assert_eq!(v, 42);
         let name = pool
@@ -148,8 +186,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_is_an_error_and_the_worker_survives() {
-        let pool = Pool::new(1, 0).unwrap();
-        let t = pool.admit().unwrap();
+        let pool = Pool::new(1, 0, 1).unwrap();
+        let t = pool.admit("a").unwrap();
         let e = pool.run(&t, || panic!("boom")).await;
         assert_eq!(e, Err::<(), _>("detection task panicked".into()));
         assert_eq!(pool.run(&t, || 1).await, Ok(1));

@@ -37,6 +37,23 @@ pub async fn read_upload(form: FormData, max_file: u64) -> Result<Upload, AppErr
     within(UPLOAD_TIMEOUT, read_parts(form, max_file)).await
 }
 
+/// An upload body that sends nothing for this long is answered 408: a stalled client does not
+/// keep its pool place for the whole [`UPLOAD_TIMEOUT`].
+pub const UPLOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The next piece of an upload body (a part or a chunk of one), or 408 when nothing arrives
+/// within [`UPLOAD_IDLE_TIMEOUT`].
+async fn idle_limited<T>(next: impl std::future::Future<Output = T>) -> Result<T, AppError> {
+    tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, next)
+        .await
+        .map_err(|_| {
+            AppError::Timeout(format!(
+                "no data for {} s: the upload was abandoned",
+                UPLOAD_IDLE_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 /// The whole multipart body of an upload must arrive within this time (64 MiB at ~0.5 MiB/s).
 /// The upload holds a detection-pool place while it arrives, so this also bounds how long slow
 /// clients can keep others out.
@@ -44,7 +61,7 @@ pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 async fn read_parts(mut form: FormData, max_file: u64) -> Result<Upload, AppError> {
     let mut upload = Upload::default();
-    while let Some(part) = form.next().await {
+    while let Some(part) = idle_limited(form.next()).await? {
         let mut part = part.map_err(|e| multipart_error(&e))?;
         let name = part.name().to_string();
         let file_name = part.filename().map(str::to_string);
@@ -54,7 +71,7 @@ async fn read_parts(mut form: FormData, max_file: u64) -> Result<Upload, AppErro
         } else {
             MAX_TEXT_FIELD
         };
-        while let Some(chunk) = part.data().await {
+        while let Some(chunk) = idle_limited(part.data()).await? {
             let chunk = chunk.map_err(|e| multipart_error(&e))?;
             if data.len() + chunk.remaining() > limit {
                 return Err(if name == "file" {
@@ -264,16 +281,12 @@ pub async fn upload(form: FormData, v: Visitor, app: Arc<App>) -> Result<Respons
         Ok(u) => u,
         Err(r) => return Ok(r),
     };
-    let ticket = match app.pool.admit() {
+    let ticket = match app.pool.admit(&v.client) {
         Ok(t) => t,
-        Err(_) => {
+        Err(refused) => {
             drain(form).await;
-            return upload_page(
-                &v,
-                &app,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(AppError::Busy.message()),
-            );
+            let e = AppError::from(refused);
+            return upload_page(&v, &app, e.status(), Some(e.message()));
         }
     };
     let result = async {

@@ -390,8 +390,8 @@ async fn a_full_detection_queue_answers_503_with_retry_after() {
     })
     .await;
     user(&s, "quinn").await;
-    // Hold the only place in the pool, as a long detection would.
-    let _ticket = s.app.pool.admit().unwrap();
+    // Hold the only place in the pool, as a long detection by another client would.
+    let _ticket = s.app.pool.admit("192.0.2.1").unwrap();
     let (ct, body) = multipart(
         &[("username", "quinn"), ("password", "quinn-password")],
         Some(("a.png", &photo("maksssksksss1.png"))),
@@ -407,6 +407,46 @@ async fn a_full_detection_queue_answers_503_with_retry_after() {
     assert!(r.headers().contains_key("retry-after"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], 503);
+}
+
+#[tokio::test]
+async fn one_address_gets_429_beyond_its_share_of_the_pool() {
+    let s = server_with(|c| {
+        c.detect_workers = 1;
+        c.detect_queue = 8;
+        c.detect_per_client = 2;
+    })
+    .await;
+    user(&s, "rhea").await;
+    // Two places held by this test's own address (the server sees 127.0.0.1), as two slow
+    // uploads would; the pool itself has room for seven more.
+    let _a = s.app.pool.admit("127.0.0.1").unwrap();
+    let _b = s.app.pool.admit("127.0.0.1").unwrap();
+    let upload = || async {
+        let (ct, body) = multipart(
+            &[("username", "rhea"), ("password", "rhea-password")],
+            Some(("a.png", &photo("maksssksksss1.png"))),
+        );
+        reqwest::Client::new()
+            .post(format!("{}/api/upload", s.base))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = upload().await;
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("your address"),
+        "{body}"
+    );
+    drop(_a);
+    assert_eq!(upload().await.status(), 201);
 }
 
 #[tokio::test]

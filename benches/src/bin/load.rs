@@ -567,6 +567,9 @@ impl Server {
             .env("MASK_WEB_DATA_DIR", work.join("data"))
             .env("MASK_WEB_MODELS_DIR", root.join("models"))
             .env("MASK_WEB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // Every simulated client comes from 127.0.0.1: lift the per-address share so the
+            // levels measure the pool, not the per-client cap (which security_tests cover).
+            .env("MASK_WEB_DETECT_PER_CLIENT", "1000")
             .env("RUST_LOG", "warn")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
