@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
 MODELS = ROOT / "models"
-IMAGES = Path("/work/shared/eval/kaggle853/images")
+IMAGES = ROOT.parent / "shared" / "eval" / "kaggle853" / "images"
 ADMIN_PASSWORD = "fault-test-admin-pw-1"
 USER = "faultuser"
 PASSWORD = "fault-test-user-pw-1"

@@ -355,7 +355,7 @@ def raw_exchange(port, data, timeout=TIMEOUT):
 def smallest_photos(n):
     """The n smallest real photos (fastest to detect), deterministic."""
     if not IMAGES.is_dir():
-        pytest.fail(f"photo directory {IMAGES} missing (see /work/shared/README.md)")
+        pytest.fail(f"photo directory {IMAGES} missing (see ../shared/README.md beside the repository)")
     files = sorted(IMAGES.glob("*.png"), key=lambda p: (p.stat().st_size, p.name))
     if len(files) < n:
         pytest.fail(f"only {len(files)} photos in {IMAGES}")
