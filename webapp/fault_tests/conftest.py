@@ -55,16 +55,18 @@ def server_env(data_dir, port, models_dir=MODELS):
 class Server:
     """One `mask-web` process; output goes to a log file in the test's temp dir."""
 
-    def __init__(self, data_dir, log_path, port=None, models_dir=MODELS):
+    def __init__(self, data_dir, log_path, port=None, models_dir=MODELS, extra_env=None):
         require_binary()
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
         self.log = open(self.log_path, "ab")
+        env = server_env(self.data_dir, self.port, models_dir)
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [str(BINARY)],
-            env=server_env(self.data_dir, self.port, models_dir),
+            env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=str(self.data_dir.parent),
