@@ -106,6 +106,7 @@ class Detector:
         nms_iou: float = ...,
         min_face_size: float = ...,
         crop_margin: float = ...,
+        mask_head: Union[str, "os.PathLike[str]"] = ...,
         mask_threshold: float = ...,
         uncertain_face_size: float = ...,
         uncertain_margin: float = ...,

@@ -1,6 +1,8 @@
 //! `Detector(**config)` keywords <-> `mask_detect::Config` fields.
 
-use mask_detect::Config;
+use std::sync::Arc;
+
+use mask_detect::{Config, LinearHead, MaskHead};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -36,6 +38,43 @@ macro_rules! int_value {
     )*};
 }
 int_value!(u32, u64, usize);
+
+/// `mask_head`: `"trained"` (our head, the default), `"shipped"` (the model's own softmax) or the
+/// path (`str` or `os.PathLike`) of a head JSON file such as `tools/train_head.py` writes.
+/// `Detector.config` shows `"trained"`, `"shipped"` or `"custom"`.
+impl Value for MaskHead {
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if let Ok(name) = obj.extract::<String>() {
+            match name.as_str() {
+                "trained" => return Ok(MaskHead::Trained),
+                "shipped" => return Ok(MaskHead::Shipped),
+                _ => {}
+            }
+        }
+        let path: std::path::PathBuf = obj.extract().map_err(|_| {
+            PyTypeError::new_err(
+                "expected \"trained\", \"shipped\" or the path of a head JSON file",
+            )
+        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            PyTypeError::new_err(format!(
+                "expected \"trained\", \"shipped\" or the path of a head JSON file; {}: {e}",
+                path.display()
+            ))
+        })?;
+        let head = LinearHead::from_json(&text)
+            .map_err(|e| PyTypeError::new_err(format!("{}: {e}", path.display())))?;
+        Ok(MaskHead::Custom(Arc::new(head)))
+    }
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let name = match self {
+            MaskHead::Trained => "trained",
+            MaskHead::Shipped => "shipped",
+            _ => "custom",
+        };
+        Ok(name.into_pyobject(py)?.into_any())
+    }
+}
 
 /// One line per `Config` field exposed to Python: the keyword is the field name. Fields added to
 /// `Config` later keep their Rust default until they are listed here.
@@ -73,6 +112,7 @@ fields!(
     nms_iou,
     min_face_size,
     crop_margin,
+    mask_head,
     mask_threshold,
     uncertain_face_size,
     uncertain_margin,

@@ -208,6 +208,28 @@ def test_config_keywords(detector):
     assert isinstance(info.value, ValueError)
 
 
+def test_mask_head_keyword(tmp_path):
+    image = photo(MIXED)
+    trained = mask_detect.Detector()
+    shipped = mask_detect.Detector(mask_head="shipped")
+    assert trained.config["mask_head"] == "trained" and shipped.config["mask_head"] == "shipped"
+    p_trained = [f.mask_probability for f in trained.detect(image).faces]
+    p_shipped = [f.mask_probability for f in shipped.detect(image).faces]
+    assert len(p_trained) == len(p_shipped) > 0
+    assert p_trained != p_shipped, "the shipped softmax and our head give the same probabilities"
+    # Our head's own JSON file, given as a path, is the trained head again.
+    head = PY_DIR.parent / "mask-detect" / "heads" / "mask_head.json"
+    custom = mask_detect.Detector(mask_head=head)
+    assert custom.config["mask_head"] == "custom"
+    assert [f.mask_probability for f in custom.detect(image).faces] == p_trained
+    with pytest.raises(TypeError, match="trained.*shipped"):
+        mask_detect.Detector(mask_head="best")
+    broken = tmp_path / "head.json"
+    broken.write_text('{"format": "something else"}')
+    with pytest.raises(TypeError, match="head.json"):
+        mask_detect.Detector(mask_head=broken)
+
+
 def test_mask_threshold_changes_labels():
     # Every probability is >= 0, so a zero threshold labels every face a mask.
     everyone = mask_detect.Detector(mask_threshold=0.0).detect(photo(MIXED))
