@@ -8,10 +8,10 @@
 //! ```
 //!
 //! Build the server first (`make load` does: `cargo build --workspace --bin mask-web --bin load`);
-//! `MASK_WEB_BIN` overrides its path. Only loopback is contacted. The exit status is non-zero when a promise is broken: a
-//! request timed out or failed at the connection, a 5xx other than 503 came back, a 503 took
-//! longer than a second, the server's peak RSS went over the bound, or a 201 upload is not
-//! fully readable afterwards.
+//! `MASK_WEB_BIN` overrides its path. Only loopback is contacted. The exit status is non-zero
+//! when a promise is broken: a request timed out or failed at the connection, a 5xx other than
+//! 503 came back, a 503 took longer than a second, the server's peak RSS went over the bound, or
+//! a 201 upload is not fully readable afterwards.
 
 // A benchmark frontend: setup failures stop it at once, loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
