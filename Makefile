@@ -43,14 +43,15 @@ python-test:
 	cd webapp/security_tests && $(PYTHON) -m pytest -q
 
 ## A short load run: must hold every promise of benches/src/bin/load.rs (about 30 s).
-# `--workspace`: the same feature set as the test build above, so nothing is compiled twice.
+# The test build (rust-test) already made both binaries: `--no-run` only checks they are current,
+# with the test build's features, so nothing is compiled twice.
 load-smoke:
-	cargo build --workspace --bin mask-web --bin load
+	cargo test --workspace --all-targets --no-run
 	./target/debug/load --levels 2,32 --seconds 5
 
 ## The full load measurement of PERFORMANCE.md (about 2 minutes).
 load:
-	cargo build --workspace --bin mask-web --bin load
+	cargo test --workspace --all-targets --no-run
 	./target/debug/load --levels 1,2,4,8,32 --seconds 20 --json target/load.json
 
 ## Licences of every crate (offline), then RustSec advisories where the database is reachable.

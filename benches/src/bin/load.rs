@@ -7,7 +7,7 @@
 //! load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE]
 //! ```
 //!
-//! Build the server first (`make load` does: `cargo build --workspace --bin mask-web --bin load`);
+//! Build the server first (`make load` does: `cargo test --workspace --all-targets --no-run`);
 //! `MASK_WEB_BIN` overrides its path. Only loopback is contacted. The exit status is non-zero
 //! when a promise is broken: a request timed out or failed at the connection, a 5xx other than
 //! 503 came back, a 503 took longer than a second, the server's peak RSS went over the bound, or
