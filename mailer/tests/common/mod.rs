@@ -159,27 +159,36 @@ pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() ->
 }
 
 /// Captures everything logged (all levels) on the current thread while the guard lives.
+///
+/// One global TRACE subscriber serves every test of the binary and writes each event into the
+/// buffer of the thread it happens on, if that thread has a capture. (A per-thread default
+/// subscriber, as `tracing::subscriber::set_default` gives, can lose events: tracing caches each
+/// callsite's interest globally, and a callsite first reached on a thread without a subscriber,
+/// while another test was installing its own, could stay cached as uninteresting.)
 pub struct LogCapture {
     buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl LogCapture {
     pub fn start() -> LogCapture {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(|| ThreadWriter)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the mailer tests");
+        });
         let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = {
-            let buffer = buffer.clone();
-            move || CaptureWriter(buffer.clone())
-        };
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(writer)
-            .finish();
-        LogCapture {
-            buffer,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
+        CAPTURE.with(|c| *c.borrow_mut() = Some(buffer.clone()));
+        LogCapture { buffer }
     }
 
     pub fn text(&self) -> String {
@@ -187,11 +196,22 @@ impl LogCapture {
     }
 }
 
-struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| *c.borrow_mut() = None);
+    }
+}
 
-impl std::io::Write for CaptureWriter {
+/// Writes into the current thread's capture buffer, or nowhere.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(buffer) = c.borrow().as_ref() {
+                buffer.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
