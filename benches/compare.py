@@ -195,18 +195,20 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternations ours/onnxruntime")
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--json", type=Path, help="also write all samples here")
+    ap.add_argument("--bin", type=Path, default=BIN,
+                    help="our stage_times binary (default: the test build's)")
     ap.add_argument("images", nargs="*", type=Path,
                     default=[EVAL / f"maksssksksss{i}.png" for i in range(3)])
     args = ap.parse_args()
-    if not BIN.exists():
-        sys.exit(f"{BIN} missing: run `cargo build -p benches --bin stage_times`")
+    if not args.bin.exists():
+        sys.exit(f"{args.bin} missing: run `cargo build -p benches --bin stage_times`")
 
     face_model = centerface_bytes(args.models / "centerface.onnx")
     mask_model = args.models / "mask_classifier.onnx"
     pipe = OrtPipeline(face_model, mask_model, 1)
     images = [(p.name, np.asarray(Image.open(p).convert("RGB"))) for p in args.images]
     env = {**os.environ, **THREAD_ENV}
-    cmd = [str(BIN), "--reps", str(args.reps), "--models", str(args.models),
+    cmd = [str(args.bin), "--reps", str(args.reps), "--models", str(args.models),
            *map(str, args.images)]
 
     ours, theirs = {}, {}

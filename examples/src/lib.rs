@@ -8,6 +8,12 @@ use std::sync::{Arc, mpsc};
 use mask_detect::image::DynamicImage;
 use mask_detect::{Config, Detection, Detector, LinearHead, MaskHead, decode_image};
 
+/// Every example program links this library, so they all get the allocator `mask-web` uses: tract
+/// allocates each activation afresh on every run, and the C library's allocator returns the large
+/// ones to the kernel each time, so every run pays page faults again (PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Detector options shared by the example programs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectorArgs {

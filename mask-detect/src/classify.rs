@@ -4,7 +4,7 @@ use image::imageops::FilterType;
 use image::{RgbImage, imageops};
 use tract_onnx::prelude::*;
 
-use crate::plan::{PlanCache, run};
+use crate::plan::{PlanCache, nchw_tensor, run};
 use crate::{Error, Result};
 
 /// Side of the square classifier input.
@@ -71,8 +71,7 @@ impl MaskModel {
             }
         }
         let shape = [crops.len(), 3, side, side];
-        let input =
-            Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
+        let input = nchw_tensor(shape, data)?;
         let plan = self.plans.plan(&shape)?;
         let outputs = run(&plan, input)?;
         let probs = outputs

@@ -2,9 +2,8 @@
 
 use image::RgbImage;
 use image::imageops::FilterType;
-use tract_onnx::prelude::*;
 
-use crate::plan::{PlanCache, run};
+use crate::plan::{PlanCache, nchw_tensor, run};
 use crate::{Config, Error, Result};
 
 /// A face as the detector sees it, before classification. Coordinates are in the original image.
@@ -48,8 +47,7 @@ impl FaceModel {
             data[2 * plane + i] = p[2] as f32;
         }
         let shape = [1, 3, ch as usize, cw as usize];
-        let input =
-            Tensor::from_shape(&shape, &data).map_err(|e| Error::Inference(e.to_string()))?;
+        let input = nchw_tensor(shape, data)?;
         let plan = self.plans.plan(&shape)?;
         let outputs = run(&plan, input)?;
         if outputs.len() < 4 {

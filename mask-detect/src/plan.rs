@@ -91,6 +91,14 @@ fn channel_last(mut model: TypedModel) -> TractResult<TypedModel> {
     Ok(model)
 }
 
+/// An NCHW f32 tensor that takes over `data` (no copy), which must hold exactly the elements of
+/// `shape` in row-major order.
+pub(crate) fn nchw_tensor(shape: [usize; 4], data: Vec<f32>) -> Result<Tensor> {
+    tract_ndarray::Array4::from_shape_vec(shape, data)
+        .map(IntoTensor::into_tensor)
+        .map_err(|e| Error::Inference(e.to_string()))
+}
+
 /// Run `plan` on one f32 tensor and return its outputs.
 pub(crate) fn run(plan: &Plan, input: Tensor) -> Result<TVec<TValue>> {
     plan.run(tvec!(input.into()))

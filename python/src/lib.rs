@@ -22,6 +22,12 @@ mod error;
 mod input;
 mod types;
 
+/// The allocator `mask-web` uses, for the Rust side of the module only (Python keeps its own):
+/// tract allocates each activation afresh on every run, and the C library's allocator returns the
+/// large ones to the kernel each time, so every detection pays page faults again (PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The native module `mask_detect._mask_detect`; `mask_detect/__init__.py` re-exports it.
 #[pymodule]
 #[pyo3(name = "_mask_detect")]

@@ -4,12 +4,8 @@ Everything talks only to 127.0.0.1, every request has a timeout, and every serve
 starts is stopped by the test (fixtures kill by the process id they started)."""
 
 import json
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import time
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,9 +14,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
-MODELS = ROOT / "models"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+from mask_web_process import (  # noqa: E402,F401 (BINARY, require_binary: for the tests)
+    BINARY,
+    MODELS,
+    ROOT,
+    MaskWebProcess,
+    base_env,
+    free_port,
+    require_binary,
+)
+
 IMAGES = ROOT.parent / "shared" / "eval" / "kaggle853" / "images"
 ADMIN_PASSWORD = "fault-test-admin-pw-1"
 USER = "faultuser"
@@ -28,84 +32,27 @@ PASSWORD = "fault-test-user-pw-1"
 REQUEST_TIMEOUT = 60
 
 
-def require_binary():
-    if not BINARY.is_file() or not os.access(BINARY, os.X_OK):
-        pytest.fail(f"mask-web binary missing at {BINARY}: run `cargo build -p webapp` first")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server_env(data_dir, port, models_dir=MODELS):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASK_WEB_")}
-    env.update(
-        MASK_WEB_ADDR=f"127.0.0.1:{port}",
-        MASK_WEB_DATA_DIR=str(data_dir),
-        MASK_WEB_MODELS_DIR=str(models_dir),
-        MASK_WEB_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        MASK_WEB_DETECT_WORKERS="2",
-        RUST_LOG="warn",
-    )
-    return env
+    return base_env(data_dir, port, ADMIN_PASSWORD, models_dir)
 
 
-class Server:
-    """One `mask-web` process; output goes to a log file in the test's temp dir."""
+class Server(MaskWebProcess):
+    """One `mask-web` process (started, not yet ready: see `wait_ready`); output goes to a log
+    file in the test's temp dir; it runs in the data directory's parent."""
 
     def __init__(self, data_dir, log_path, port=None, models_dir=MODELS, extra_env=None):
-        require_binary()
-        self.data_dir = Path(data_dir)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(log_path)
-        self.log = open(self.log_path, "ab")
-        env = server_env(self.data_dir, self.port, models_dir)
+        data_dir = Path(data_dir)
+        port = port or free_port()
+        env = server_env(data_dir, port, models_dir)
         env.update(extra_env or {})
-        self.proc = subprocess.Popen(
-            [str(BINARY)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=str(self.data_dir.parent),
-        )
-
-    def output(self):
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
+        super().__init__(data_dir, log_path, env, data_dir.parent, port)
 
     def wait_ready(self, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mask-web exited with {self.proc.returncode} during startup:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url + "/api/openapi.json", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"mask-web not ready within {timeout}s:\n{self.output()}")
+        def ready():
+            with urllib.request.urlopen(self.url + "/api/openapi.json", timeout=5) as r:
+                return r.status == 200
 
-    def kill9(self):
-        """SIGKILL, by the process id this object started."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        self.log.close()
+        self.wait_until(ready, timeout, 0.2)
 
 
 def request(url, data=None, headers=None, timeout=REQUEST_TIMEOUT):

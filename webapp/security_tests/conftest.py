@@ -8,11 +8,10 @@ shows a panic fails the tests that used it."""
 import email
 import email.policy
 import http.client
-import os
 import re
 import signal
 import socket
-import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -21,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
-MODELS = ROOT / "models"
-EVAL = Path(__file__).resolve().parents[3] / "shared" / "eval"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+from mask_web_process import HOST, ROOT, MaskWebProcess, base_env, free_port  # noqa: E402
+
+EVAL = ROOT.parent / "shared" / "eval"
 IMAGES = EVAL / "kaggle853" / "images"
 
-HOST = "127.0.0.1"
 ADMIN = "admin"
 ADMIN_PASSWORD = "security-suite-admin-pw-1"
 # A known token key, so tests can forge tokens signed with the real key (expired, wrong claims).
@@ -39,61 +37,21 @@ TEST_TIME_LIMIT = 120
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]*)"')
 
 
-def require_binary():
-    if not BINARY.is_file() or not os.access(BINARY, os.X_OK):
-        pytest.fail(f"mask-web binary missing at {BINARY}: run `cargo build -p webapp` first")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One `mask-web` process on 127.0.0.1 with its own data dir; output goes to a log file."""
+class Server(MaskWebProcess):
+    """One `mask-web` process on 127.0.0.1 with its own data dir under `base_dir`, started and
+    ready; extra keyword arguments are environment settings."""
 
     def __init__(self, base_dir, **env):
-        require_binary()
         base_dir = Path(base_dir)
-        self.data_dir = base_dir / "data"
-        self.port = free_port()
-        self.log_path = base_dir / "server.log"
-        self.log = open(self.log_path, "ab")
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("MASK_WEB_")}
-        environment.update(
-            MASK_WEB_ADDR=f"{HOST}:{self.port}",
-            MASK_WEB_DATA_DIR=str(self.data_dir),
-            MASK_WEB_MODELS_DIR=str(MODELS),
-            MASK_WEB_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            MASK_WEB_SECRET=SECRET,
-            MASK_WEB_DETECT_WORKERS="2",
-            RUST_LOG="warn",
-        )
+        port = free_port()
+        environment = base_env(base_dir / "data", port, ADMIN_PASSWORD)
+        environment.update(MASK_WEB_SECRET=SECRET)
         environment.update(env)
-        self.proc = subprocess.Popen(
-            [str(BINARY)], env=environment, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(base_dir)
-        )
+        super().__init__(base_dir / "data", base_dir / "server.log", environment, base_dir, port)
         self.wait_ready()
 
-    def output(self):
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
     def wait_ready(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mask-web exited with {self.proc.returncode} during startup:\n{self.output()}")
-            try:
-                if Client(self).get("/healthz", timeout=5).status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"mask-web not ready within {timeout}s:\n{self.output()}")
+        self.wait_until(lambda: Client(self).get("/healthz", timeout=5).status == 200, timeout, 0.1)
 
     def assert_healthy(self):
         assert self.proc.poll() is None, f"mask-web died ({self.proc.returncode}):\n{self.output()[-3000:]}"
@@ -128,14 +86,7 @@ class Server:
         pytest.fail(f"message #{count} to {to} not in the outbox; have {[str(m['To']) for m in self.outbox()]}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
-        self.log.close()
+        super().stop()
         panics = [line for line in self.output().splitlines() if "panicked" in line]
         assert not panics, "mask-web panicked:\n" + "\n".join(panics)
 
