@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side timings: our `mask-detect` (tract) against onnxruntime on the same models and photos.
 
-Runs `target/debug/stage_times` (build it first: `cargo build -p benches --bin stage_times`) and the
-same stages in onnxruntime, alternating round by round so both see the same machine load, and
-prints per-stage medians (ms), the ratio ours/onnxruntime and images per second with two threads.
+Runs `target/debug/stage_times` (the test build makes it: `cargo test --workspace --all-targets
+--no-run`) and the same stages in onnxruntime, alternating round by round so both see the same
+machine load, and prints per-stage medians (ms), the ratio ours/onnxruntime and images per second
+with two threads. `--bin` runs another build of `stage_times` instead (to compare builds).
 
     .venv/bin/python benches/compare.py --reps 5 [--rounds 3] [IMAGE ...]
 
@@ -201,7 +202,7 @@ def main():
                     default=[EVAL / f"maksssksksss{i}.png" for i in range(3)])
     args = ap.parse_args()
     if not args.bin.exists():
-        sys.exit(f"{args.bin} missing: run `cargo build -p benches --bin stage_times`")
+        sys.exit(f"{args.bin} missing: run `cargo test --workspace --all-targets --no-run`")
 
     face_model = centerface_bytes(args.models / "centerface.onnx")
     mask_model = args.models / "mask_classifier.onnx"
