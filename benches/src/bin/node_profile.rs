@@ -16,10 +16,8 @@ use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
-/// The allocator `mask-web` uses: tract allocates every activation afresh on each run, and the C
-/// library's allocator hands the large ones back to the kernel each time (page faults on reuse).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// Linked for its global allocator (mimalloc), which every benchmark program shares.
+use benches as _;
 
 fn main() {
     let mut reps = 10usize;

@@ -21,11 +21,6 @@ use mask_detect::image::{DynamicImage, imageops};
 use mask_detect::{Config, Detector, crop_face, decode_image};
 use serde_json::{Value, json};
 
-/// The allocator `mask-web` uses: tract allocates every activation afresh on each run, and the C
-/// library's allocator hands the large ones back to the kernel each time (page faults on reuse).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let mut reps = 5usize;
     let mut models = benches::workspace_root().join("models");
