@@ -75,6 +75,7 @@ mod error;
 mod face;
 mod head;
 mod plan;
+mod pointwise;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +93,25 @@ pub use detection::{Category, Detection, Face, Label, UncertainReason};
 pub use error::{Error, Result};
 pub use face::{RawFace, iou, nms};
 pub use head::{HEAD_FORMAT, LinearHead, MaskHead};
+
+/// The tract model `Detector` runs for an ONNX model and one concrete f32 input shape, after
+/// every rewrite and optimisation this crate applies. For profiling tools (the `benches` crate's
+/// `node_profile` times it node by node); detection itself never needs it.
+///
+/// # Errors
+///
+/// [`Error::ModelInvalid`] if tract cannot parse or optimise the model for `shape`.
+pub fn optimised_model(onnx: &[u8], shape: &[usize]) -> Result<tract_onnx::prelude::TypedModel> {
+    use tract_onnx::prelude::Framework;
+    let invalid = |e: tract_onnx::prelude::TractError| Error::ModelInvalid {
+        name: "model".to_string(),
+        message: format!("{e:#}"),
+    };
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .map_err(invalid)?;
+    plan::optimise(model, shape).map_err(invalid)
+}
 
 /// File name of the face detector inside a models directory.
 pub const FACE_MODEL_FILE: &str = "centerface.onnx";

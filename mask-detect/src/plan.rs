@@ -9,7 +9,8 @@
 //! (tract's `conv_nhwc` transform): tract's depthwise kernels vectorise over channels only in
 //! that layout, and its channel-first path is scalar for strided depthwise convolutions. Measured
 //! with `benches/src/bin/node_profile.rs`: the classifier 28.7 -> 21.9 ms, CenterFace at 640x480
-//! ~5% faster (PERFORMANCE.md).
+//! ~5% faster (PERFORMANCE.md). Then the 1x1 convolutions are taken out of tract's matrix
+//! kernels and run on `gemm`'s ([`crate::pointwise`]).
 
 use std::collections::VecDeque;
 use std::io::Cursor;
@@ -51,15 +52,7 @@ impl PlanCache {
         }
         // Optimise outside the lock: two threads missing together both build it, which is
         // harmless, and nobody waits behind a 100 ms optimisation they do not need.
-        let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
-        let plan = self
-            .model
-            .clone()
-            .with_input_fact(0, fact)
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .and_then(channel_last)
-            .and_then(|m| m.into_optimized())
+        let plan = optimise(self.model.clone(), shape)
             .and_then(|m| m.into_runnable())
             .map_err(|e| invalid(&self.name, &e))?;
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,6 +74,19 @@ impl PlanCache {
         plans.push_back(entry);
         Some(plan)
     }
+}
+
+/// The optimised model for an f32 input of exactly `shape`: tract's declutter pass, every
+/// convolution channel-last, the 1x1 convolutions on [`crate::pointwise`], then tract's optimiser.
+pub(crate) fn optimise(model: InferenceModel, shape: &[usize]) -> TractResult<TypedModel> {
+    let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
+    model
+        .with_input_fact(0, fact)
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .and_then(channel_last)
+        .and_then(crate::pointwise::rewrite)
+        .and_then(|m| m.into_optimized())
 }
 
 /// Rewrite every convolution of `model` to run channel-last (see the module documentation).

@@ -2,8 +2,12 @@
 //! over several runs, then times are summed per operator kind and per node.
 //!
 //! ```text
-//! node_profile [--reps N] [--top K] [--transform NAME]... MODEL.onnx D0,D1,D2,D3
+//! node_profile [--reps N] [--top K] [--tract-only] [--transform NAME]... MODEL.onnx D0,D1,D2,D3
 //! ```
+//!
+//! By default it profiles the plan `mask_detect::Detector` runs (`mask_detect::optimised_model`).
+//! `--tract-only` profiles tract's own pipeline instead (declutter, optimise), and each
+//! `--transform NAME` (implies `--tract-only`) applies a tract transform between the two.
 //!
 //! Example: `node_profile models/centerface.onnx 1,3,480,640`. The input is filled with a fixed
 //! pattern; times are wall-clock medians over `N` runs (after one warm-up run), in milliseconds.
@@ -23,38 +27,53 @@ fn main() {
     let mut reps = 10usize;
     let mut top = 15usize;
     let mut transforms: Vec<String> = Vec::new();
+    let mut tract_only = false;
     let mut rest = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--reps" => reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
             "--top" => top = args.next().and_then(|v| v.parse().ok()).expect("--top K"),
-            "--transform" => transforms.push(args.next().expect("--transform NAME")),
+            "--transform" => {
+                tract_only = true;
+                transforms.push(args.next().expect("--transform NAME"));
+            }
+            "--tract-only" => tract_only = true,
             _ => rest.push(arg),
         }
     }
     let [path, shape] = rest.as_slice() else {
-        panic!("usage: node_profile [--reps N] [--top K] MODEL.onnx D0,D1,D2,D3");
+        panic!(
+            "usage: node_profile [--reps N] [--top K] [--tract-only] [--transform NAME]... MODEL.onnx D0,D1,D2,D3"
+        );
     };
     let shape: Vec<usize> = shape
         .split(',')
         .map(|d| d.parse().expect("dimension"))
         .collect();
-    let plan = tract_onnx::onnx()
-        .model_for_path(path)
-        .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
-        .and_then(|m| m.into_typed())
-        .and_then(|m| m.into_decluttered())
-        .and_then(|mut m| {
-            for name in &transforms {
-                let t = tract_onnx::tract_core::transform::get_transform(name)?
-                    .unwrap_or_else(|| panic!("no tract transform named {name}"));
-                m.transform(t.as_ref())?;
-            }
-            m.into_optimized()
-        })
-        .and_then(|m| m.into_runnable())
-        .expect("model loads and optimises");
+    let plan = if tract_only {
+        tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .and_then(|mut m| {
+                for name in &transforms {
+                    let t = tract_onnx::tract_core::transform::get_transform(name)?
+                        .unwrap_or_else(|| panic!("no tract transform named {name}"));
+                    m.transform(t.as_ref())?;
+                }
+                m.into_optimized()
+            })
+            .and_then(|m| m.into_runnable())
+            .expect("model loads and optimises")
+    } else {
+        let bytes = std::fs::read(path).expect("model file");
+        mask_detect::optimised_model(&bytes, &shape)
+            .expect("model loads and optimises")
+            .into_runnable()
+            .expect("runnable plan")
+    };
     let n: usize = shape.iter().product();
     let input = Tensor::from_shape(
         &shape,
