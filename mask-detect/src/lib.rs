@@ -73,9 +73,9 @@ mod decode;
 mod detection;
 mod error;
 mod face;
+mod gemm_conv;
 mod head;
 mod plan;
-mod pointwise;
 
 use std::path::Path;
 use std::sync::Arc;

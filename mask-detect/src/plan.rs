@@ -10,7 +10,7 @@
 //! that layout, and its channel-first path is scalar for strided depthwise convolutions. Measured
 //! with `benches/src/bin/node_profile.rs`: the classifier 28.7 -> 21.9 ms, CenterFace at 640x480
 //! ~5% faster (PERFORMANCE.md). Then the 1x1 convolutions are taken out of tract's matrix
-//! kernels and run on `gemm`'s ([`crate::pointwise`]).
+//! kernels and run on `gemm`'s ([`crate::gemm_conv`]).
 
 use std::collections::VecDeque;
 use std::io::Cursor;
@@ -77,7 +77,7 @@ impl PlanCache {
 }
 
 /// The optimised model for an f32 input of exactly `shape`: tract's declutter pass, every
-/// convolution channel-last, the 1x1 convolutions on [`crate::pointwise`], then tract's optimiser.
+/// convolution channel-last, the dense convolutions on [`crate::gemm_conv`], then tract's optimiser.
 pub(crate) fn optimise(model: InferenceModel, shape: &[usize]) -> TractResult<TypedModel> {
     let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
     model
@@ -85,7 +85,7 @@ pub(crate) fn optimise(model: InferenceModel, shape: &[usize]) -> TractResult<Ty
         .and_then(|m| m.into_typed())
         .and_then(|m| m.into_decluttered())
         .and_then(channel_last)
-        .and_then(crate::pointwise::rewrite)
+        .and_then(crate::gemm_conv::rewrite)
         .and_then(|m| m.into_optimized())
 }
 

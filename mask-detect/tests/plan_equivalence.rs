@@ -1,5 +1,5 @@
 //! The plans `Detector` runs compute what tract's own pipeline computes from the same ONNX
-//! files: the 1x1 convolutions taken out of tract (`Pointwise` nodes) and the channel-last
+//! files: the 1x1 convolutions taken out of tract (`GemmConv` nodes) and the channel-last
 //! rewrite change the speed, not the numbers. Real models on a real photo.
 
 // Test helpers panic on broken fixtures: that is a failed test, with the reason.
@@ -43,10 +43,10 @@ fn assert_same_outputs(path: &str, input: Tensor) {
     let pointwise = ours
         .nodes()
         .iter()
-        .filter(|n| n.op.name() == "Pointwise")
+        .filter(|n| n.op.name() == "GemmConv")
         .count();
     // Both models have more than 30 1x1 convolutions; the rewrite must have taken them.
-    assert!(pointwise >= 30, "{path}: only {pointwise} Pointwise nodes");
+    assert!(pointwise >= 30, "{path}: only {pointwise} GemmConv nodes");
     let ours = ours.into_runnable().unwrap();
     let reference = tract_reference(path, &shape);
     let got = ours.run(tvec!(input.clone().into())).unwrap();

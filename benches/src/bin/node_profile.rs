@@ -140,8 +140,9 @@ fn main() {
             .outlet_fact(OutletId::new(id, 0))
             .map(|f| format!("{f:?}"))
             .unwrap_or_default();
+        let info = node.op().info().unwrap_or_default().join("; ");
         println!(
-            "{ms:>9.2} ms  #{id} {} [{}] -> {out}",
+            "{ms:>9.2} ms  #{id} {} [{}] -> {out} {info}",
             node.name,
             node.op().name()
         );

@@ -1,0 +1,781 @@
+//! Convolutions run channel-last on the `gemm` crate's matrix kernels.
+//!
+//! Most of both models' arithmetic is in 1x1 ("pointwise") convolutions: matrix products whose
+//! inner dimension is the channel count (16 to 960) and whose other dimension is the pixel count
+//! (up to 121,600 for CenterFace at 800x608). tract runs them through its own matrix kernels, which
+//! pack the activations again before every product; at these shapes they reach about half the
+//! throughput of `gemm` (PERFORMANCE.md). This module replaces them, in the decluttered model and
+//! before tract's optimiser runs, with [`GemmConv`], an op that keeps the rest of the plan in
+//! tract's hands. The few dense convolutions with a larger window (CenterFace's 3x3 stem and one
+//! 3x3 head convolution), which tract runs channel-first and transposes around, go the same way
+//! through an im2col block.
+//!
+//! - The activations are read channel-last (`[.., pixels, channels]`, one row per pixel), so the
+//!   product is `pixels x (window x in_channels)` times `(window x in_channels) x out_channels`.
+//! - Output pixels are processed in blocks whose output fits in the L2 cache. For a window larger
+//!   than 1x1 the block's input patches are gathered into a buffer first (im2col, one block at a
+//!   time, never the whole image). The bias and the activation that follow a 1x1 convolution in
+//!   the model (`Add`, then `Max`/`Min` by a constant: ReLU, ReLU6) are applied to each block
+//!   while it is still in cache, instead of in extra passes over the whole tensor.
+//!
+//! The rewrite wires tract `MoveAxis` ops around each 1x1 `GemmConv` to go from tract's
+//! channel-first einsum to channel-last and back; tract's optimiser then cancels those against
+//! the ones that its `conv_nhwc` transform put around the other convolutions, so the activations
+//! stay channel-last from one convolution to the next.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::ensure;
+use tract_onnx::tract_core::internal::{
+    AxisOp, DimLike, EvalContext, EvalOp, Op, StaticName, TypedModelPatch, TypedOp,
+};
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math::{Add, Max, Min};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// Bytes of output computed per block: the block, its input rows and the packed weights stay
+/// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
+/// micro-benchmark over CenterFace's shapes (65 KiB to 1 MiB blocks; 256 KiB was best or within
+/// noise of best for every shape).
+const BLOCK_BYTES: usize = 256 * 1024;
+
+/// The sliding window of a convolution larger than 1x1, over a channel-last input
+/// `[batch, in_height, in_width, in_channels]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Input height and width.
+    pub(crate) input: [usize; 2],
+    /// Output height and width.
+    pub(crate) output: [usize; 2],
+    /// Kernel height and width.
+    pub(crate) kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub(crate) stride: [usize; 2],
+    /// Vertical and horizontal dilation.
+    pub(crate) dilation: [usize; 2],
+    /// Zero padding before the first row and the first column.
+    pub(crate) pad_before: [usize; 2],
+}
+
+/// A convolution over a channel-last input, with its bias and a clamp fused in:
+/// `y[.., o] = clamp(bias[o] + sum_i p[.., i] * w[i, o], lo, hi)`, where `p` is the input itself
+/// for a 1x1 convolution (any rank, channels last) and the input patches under the [`Window`]
+/// otherwise (rank 4, `[batch, height, width, channels]`).
+#[derive(Debug, Clone)]
+pub(crate) struct GemmConv {
+    /// Weights, `(window x in_channels) x out_channels`, row-major; the window rows in
+    /// (kernel row, kernel column, input channel) order.
+    weights: Arc<[f32]>,
+    /// One bias per output channel.
+    bias: Arc<[f32]>,
+    in_channels: usize,
+    out_channels: usize,
+    /// `None` for a 1x1 convolution with stride 1 and no padding.
+    window: Option<Window>,
+    /// Lower clamp bound (`-inf` for none).
+    lo: f32,
+    /// Upper clamp bound (`+inf` for none).
+    hi: f32,
+}
+
+impl PartialEq for GemmConv {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.in_channels == other.in_channels
+            && self.out_channels == other.out_channels
+            && self.window == other.window
+            && self.lo.to_bits() == other.lo.to_bits()
+            && self.hi.to_bits() == other.hi.to_bits()
+            && bits(&self.weights) == bits(&other.weights)
+            && bits(&self.bias) == bits(&other.bias)
+    }
+}
+
+impl Eq for GemmConv {}
+
+impl GemmConv {
+    /// A 1x1 convolution from weights in ONNX order (`out_channels x in_channels`, row-major).
+    pub(crate) fn pointwise(
+        weights_oi: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        bias: Vec<f32>,
+        lo: f32,
+        hi: f32,
+    ) -> TractResult<GemmConv> {
+        GemmConv::windowed(weights_oi, out_channels, in_channels, None, bias, lo, hi)
+    }
+
+    /// A convolution from weights in ONNX order (`out x in x kernel height x kernel width`,
+    /// row-major; 1x1 when `window` is `None`).
+    pub(crate) fn windowed(
+        weights_oihw: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        window: Option<Window>,
+        bias: Vec<f32>,
+        lo: f32,
+        hi: f32,
+    ) -> TractResult<GemmConv> {
+        let taps = window.as_ref().map_or(1, |w| w.kernel[0] * w.kernel[1]);
+        ensure!(
+            weights_oihw.len() == out_channels * in_channels * taps && bias.len() == out_channels,
+            "convolution: {} weights and {} biases for {out_channels}x{in_channels}x{taps}",
+            weights_oihw.len(),
+            bias.len()
+        );
+        if let Some(w) = &window {
+            ensure!(
+                w.output.iter().all(|&d| d > 0)
+                    && w.stride.iter().chain(&w.dilation).all(|&d| d > 0),
+                "convolution: degenerate window {w:?}"
+            );
+        }
+        // From [o][i][tap] to [tap][i][o].
+        let mut weights = vec![0f32; weights_oihw.len()];
+        for o in 0..out_channels {
+            for i in 0..in_channels {
+                for t in 0..taps {
+                    weights[(t * in_channels + i) * out_channels + o] =
+                        weights_oihw[(o * in_channels + i) * taps + t];
+                }
+            }
+        }
+        Ok(GemmConv {
+            weights: weights.into(),
+            bias: bias.into(),
+            in_channels,
+            out_channels,
+            window,
+            lo,
+            hi,
+        })
+    }
+
+    /// Inner dimension of the product: window taps times input channels.
+    fn depth(&self) -> usize {
+        self.window
+            .as_ref()
+            .map_or(1, |w| w.kernel[0] * w.kernel[1])
+            * self.in_channels
+    }
+
+    /// Output shape for a channel-last input shape, or why the input does not fit.
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
+        ensure!(
+            input.last() == Some(&self.in_channels.into()),
+            "convolution expects {} channels last, got shape {input:?}",
+            self.in_channels
+        );
+        let mut shape: TVec<D> = input.into();
+        if let Some(w) = &self.window {
+            ensure!(
+                input.len() == 4 && input[1] == w.input[0].into() && input[2] == w.input[1].into(),
+                "convolution expects [batch, {}, {}, channels], got {input:?}",
+                w.input[0],
+                w.input[1]
+            );
+            shape[1] = w.output[0].into();
+            shape[2] = w.output[1].into();
+        }
+        if let Some(last) = shape.last_mut() {
+            *last = self.out_channels.into();
+        }
+        Ok(shape)
+    }
+
+    /// Compute `y` (`pixels x out_channels`) from the channel-last input `x`, both row-major.
+    fn compute(&self, x: &[f32], y: &mut [f32]) {
+        let (k, n) = (self.depth(), self.out_channels);
+        let rows_per_block = (BLOCK_BYTES / 4 / n.max(k)).max(8);
+        let mut patches = Vec::new();
+        for (b, yb) in y.chunks_mut(rows_per_block * n).enumerate() {
+            let rows = yb.len() / n;
+            let first = b * rows_per_block;
+            let lhs: &[f32] = match &self.window {
+                None => &x[first * k..(first + rows) * k],
+                Some(window) => {
+                    patches.resize(rows * k, 0.0);
+                    self.gather(window, x, first, &mut patches);
+                    &patches
+                }
+            };
+            debug_assert_eq!(lhs.len(), rows * k);
+            // SAFETY: `yb` is rows x n, `lhs` rows x k and the weights k x n, all row-major and
+            // in bounds (the slices above have exactly these lengths: the caller checked that
+            // x and y hold the same number of pixels); with `read_dst == false` gemm only
+            // writes `yb`, every element of it.
+            #[allow(unsafe_code)]
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    yb.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    lhs.as_ptr(),
+                    1,
+                    k as isize,
+                    self.weights.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in yb.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(self.bias.iter()) {
+                    *v = (*v + b).max(self.lo).min(self.hi);
+                }
+            }
+        }
+    }
+
+    /// Fill `patches` (`rows x (taps x in_channels)`) with the input patches of the output pixels
+    /// `first..first + rows` (counted over batch, output rows and columns), zeros for padding.
+    fn gather(&self, w: &Window, x: &[f32], first: usize, patches: &mut [f32]) {
+        let c = self.in_channels;
+        let [ih, iw] = w.input;
+        let [oh, ow] = w.output;
+        let [kh, kw] = w.kernel;
+        // One kernel row of taps, `kw x c` values: contiguous in the input when the columns are
+        // not dilated, so it is copied in one piece unless it overlaps the padding.
+        let span = kw * c;
+        for (r, patch) in patches.chunks_exact_mut(kh * span).enumerate() {
+            let p = first + r;
+            let (batch, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
+            let x0 = (ox * w.stride[1]).checked_sub(w.pad_before[1]);
+            for (ky, row) in patch.chunks_exact_mut(span).enumerate() {
+                let Some(iy) = (oy * w.stride[0] + ky * w.dilation[0])
+                    .checked_sub(w.pad_before[0])
+                    .filter(|&iy| iy < ih)
+                else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let line = (batch * ih + iy) * iw;
+                match x0 {
+                    Some(x0) if w.dilation[1] == 1 && x0 + kw <= iw => {
+                        let at = (line + x0) * c;
+                        row.copy_from_slice(&x[at..at + span]);
+                    }
+                    _ => {
+                        for (kx, tap) in row.chunks_exact_mut(c).enumerate() {
+                            match (ox * w.stride[1] + kx * w.dilation[1])
+                                .checked_sub(w.pad_before[1])
+                                .filter(|&ix| ix < iw)
+                            {
+                                Some(ix) => {
+                                    let at = (line + ix) * c;
+                                    tap.copy_from_slice(&x[at..at + c]);
+                                }
+                                None => tap.fill(0.0),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Op for GemmConv {
+    fn name(&self) -> StaticName {
+        "GemmConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let window = match &self.window {
+            None => "1x1".to_string(),
+            Some(w) => format!(
+                "{}x{} stride {:?} dilation {:?}",
+                w.kernel[0], w.kernel[1], w.stride, w.dilation
+            ),
+        };
+        Ok(vec![format!(
+            "{window}, {} -> {} channels, clamp [{}, {}]",
+            self.in_channels, self.out_channels, self.lo, self.hi
+        )])
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for GemmConv {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 1, "convolution takes one input");
+        let input = &inputs[0];
+        let out_shape = self.output_shape(input.shape())?;
+        // SAFETY: `compute` writes every element before anything reads the tensor.
+        #[allow(unsafe_code)]
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let view = input.try_as_plain_ram()?;
+            let x = view.as_slice::<f32>()?;
+            let mut out_view = output.try_as_plain_ram_mut()?;
+            let y = out_view.as_slice_mut::<f32>()?;
+            let pixels = match &self.window {
+                None => x.len() / self.in_channels,
+                Some(w) => input.shape()[0] * w.output[0] * w.output[1],
+            };
+            ensure!(pixels == y.len() / self.out_channels);
+            self.compute(x, y);
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
+    }
+}
+
+impl TypedOp for GemmConv {
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "convolution takes one input");
+        let fact = inputs[0];
+        ensure!(fact.datum_type == f32::datum_type());
+        let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
+        Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
+    }
+}
+
+/// How one of tract's 1x1-convolution einsums lays out its operands, and the axis moves that
+/// take it to channel-last and back.
+struct Layout {
+    /// The input's channel axis, moved last.
+    in_channel_axis: usize,
+    /// Where the output channel axis goes back to, from last.
+    out_channel_axis: usize,
+    /// Whether the input has a leading batch axis of size 1 that the output drops.
+    drops_batch: bool,
+    /// Whether the output gains a leading batch axis of size 1 that the input lacks.
+    adds_batch: bool,
+}
+
+fn layout(expr: &str) -> Option<Layout> {
+    let (in_channel_axis, out_channel_axis, drops_batch, adds_batch) = match expr {
+        "IHW,OI->OHW" => (0, 0, false, false),
+        "NIHW,OI->NOHW" => (1, 1, false, false),
+        "NIHW,OI->OHW" => (1, 0, true, false),
+        "IHW,OI->NOHW" => (0, 0, false, true),
+        _ => return None,
+    };
+    Some(Layout {
+        in_channel_axis,
+        out_channel_axis,
+        drops_batch,
+        adds_batch,
+    })
+}
+
+/// The constant operand of a binary node whose other operand is `from`, as f32 values.
+fn constant_operand(model: &TypedModel, node: &TypedNode, from: OutletId) -> Option<Arc<Tensor>> {
+    let [a, b] = node.inputs.as_slice() else {
+        return None;
+    };
+    let other = if *a == from {
+        *b
+    } else if *b == from {
+        *a
+    } else {
+        return None;
+    };
+    let konst = model.outlet_fact(other).ok()?.konst.clone()?;
+    (konst.datum_type() == f32::datum_type()).then_some(konst)
+}
+
+fn values(t: &Tensor) -> Option<Vec<f32>> {
+    Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+}
+
+/// Replace, in `model` (decluttered, then rewritten channel-last by tract's `conv_nhwc`):
+/// - every 1x1 convolution that tract expresses as an einsum with a constant weight matrix by a
+///   channel-last [`GemmConv`], fusing the bias and clamps that follow it;
+/// - every remaining dense (one group) channel-last f32 convolution with constant weights by a
+///   windowed [`GemmConv`].
+///
+/// Einsums of any other shape, depthwise and quantised convolutions are left to tract.
+pub(crate) fn rewrite(mut model: TypedModel) -> TractResult<TypedModel> {
+    for id in model.eval_order()? {
+        if let Some(patch) = patch_for(&model, id)? {
+            patch.apply(&mut model)?;
+        }
+    }
+    model.into_compact()
+}
+
+fn patch_for(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    if let Some(conv) = node.op_as::<Conv>() {
+        return conv_patch(model, node, conv);
+    }
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
+        return Ok(None);
+    }
+    let Some(layout) = layout(&einsum.axes.to_string()) else {
+        return Ok(None);
+    };
+    let [data, weights] = node.inputs.as_slice() else {
+        return Ok(None);
+    };
+    let data_fact = model.outlet_fact(*data)?;
+    let Some(data_shape) = data_fact.shape.as_concrete() else {
+        return Ok(None);
+    };
+    if data_fact.datum_type != f32::datum_type() || (layout.drops_batch && data_shape[0] != 1) {
+        return Ok(None);
+    }
+    let weights_fact = model.outlet_fact(*weights)?;
+    let Some(konst) = weights_fact.konst.clone() else {
+        return Ok(None);
+    };
+    let (out_channels, in_channels) = match konst.shape() {
+        [o, i] if konst.datum_type() == f32::datum_type() => (*o, *i),
+        _ => return Ok(None),
+    };
+    let Some(weights_oi) = values(&konst) else {
+        return Ok(None);
+    };
+    let out_rank = node.outputs[0].fact.rank();
+    // Every layout above puts the output channels first, after the batch axis if any.
+    let out_channel_axis_in_output = usize::from(out_rank == 4);
+
+    // Follow the single-consumer chain: an optional bias Add, then Max/Min by scalars.
+    let mut bias = vec![0f32; out_channels];
+    let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
+    let mut last = OutletId::new(id, 0);
+    let mut seen_clamp = false;
+    let mut seen_bias = false;
+    loop {
+        if model.output_outlets()?.contains(&last) {
+            break;
+        }
+        let [succ] = model.outlet_successors(last) else {
+            break;
+        };
+        let next = model.node(succ.node);
+        let Some(bin) = next.op_as::<TypedBinOp>() else {
+            break;
+        };
+        let Some(k) = constant_operand(model, next, last) else {
+            break;
+        };
+        if next.outputs[0].fact.shape != node.outputs[0].fact.shape {
+            break;
+        }
+        let Some(v) = values(&k) else { break };
+        if bin.0.is::<Add>() && !seen_bias && !seen_clamp {
+            // A per-channel bias: every dimension 1 except the output channel axis.
+            let padded: Vec<usize> = std::iter::repeat_n(1, out_rank.saturating_sub(k.rank()))
+                .chain(k.shape().iter().copied())
+                .collect();
+            let per_channel = padded.len() == out_rank
+                && padded.iter().enumerate().all(|(axis, &d)| {
+                    d == 1 || (axis == out_channel_axis_in_output && d == out_channels)
+                });
+            if !per_channel {
+                break;
+            }
+            if v.len() == 1 {
+                bias.iter_mut().for_each(|b| *b += v[0]);
+            } else {
+                bias.iter_mut().zip(&v).for_each(|(b, x)| *b += x);
+            }
+            seen_bias = true;
+        } else if bin.0.is::<Max>() && v.len() == 1 {
+            (lo, hi) = (lo.max(v[0]), hi.max(v[0]));
+            seen_clamp = true;
+        } else if bin.0.is::<Min>() && v.len() == 1 {
+            (lo, hi) = (lo.min(v[0]), hi.min(v[0]));
+            seen_clamp = true;
+        } else {
+            break;
+        }
+        last = OutletId::new(succ.node, 0);
+    }
+
+    let op = GemmConv::pointwise(&weights_oi, out_channels, in_channels, bias, lo, hi)?;
+    let name = &node.name;
+    let mut patch = TypedModelPatch::new(format!("gemm pointwise {name}"));
+    let mut wire = patch.tap_model(model, *data)?;
+    let rank = data_shape.len();
+    if layout.in_channel_axis != rank - 1 {
+        wire = patch.wire_node(
+            format!("{name}.pw_in"),
+            AxisOp::Move(layout.in_channel_axis, rank - 1),
+            &[wire],
+        )?[0];
+    }
+    wire = patch.wire_node(format!("{name}.pw"), op, &[wire])?[0];
+    if layout.drops_batch {
+        wire = patch.wire_node(format!("{name}.pw_rm_n"), AxisOp::Rm(0), &[wire])?[0];
+    }
+    let rank = patch.outlet_fact(wire)?.rank();
+    if layout.out_channel_axis != rank - 1 {
+        wire = patch.wire_node(
+            format!("{name}.pw_out"),
+            AxisOp::Move(rank - 1, layout.out_channel_axis),
+            &[wire],
+        )?[0];
+    }
+    if layout.adds_batch {
+        wire = patch.wire_node(format!("{name}.pw_add_n"), AxisOp::Add(0), &[wire])?[0];
+    }
+    ensure!(
+        patch.outlet_fact(wire)?.shape == model.outlet_fact(last)?.shape,
+        "gemm rewrite of {name} changed its output shape"
+    );
+    patch.shunt_outside(model, last, wire)?;
+    Ok(Some(patch))
+}
+
+/// A windowed [`GemmConv`] for one of tract's channel-last `Conv` nodes, if it is a dense f32
+/// 2D convolution with constant weights and bias and a concrete input shape.
+fn conv_patch(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<TypedModelPatch>> {
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some()
+        || conv.group != 1
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || spec.data_format != DataFormat::NHWC
+        || spec.kernel_shape.len() != 2
+    {
+        return Ok(None);
+    }
+    let [data, kernel, bias] = node.inputs.as_slice() else {
+        return Ok(None);
+    };
+    let data_fact = model.outlet_fact(*data)?;
+    let Some(shape) = data_fact.shape.as_concrete() else {
+        return Ok(None);
+    };
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(*kernel)?.konst.clone(),
+        model.outlet_fact(*bias)?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    let (out_channels, in_channels) = (spec.output_channels, spec.input_channels);
+    if data_fact.datum_type != f32::datum_type()
+        || shape.len() != 4
+        || shape[3] != in_channels
+        || kernel.datum_type() != f32::datum_type()
+        || bias.datum_type() != f32::datum_type()
+        || kernel.shape()
+            != [
+                out_channels,
+                in_channels,
+                spec.kernel_shape[0],
+                spec.kernel_shape[1],
+            ]
+    {
+        return Ok(None);
+    }
+    let (Some(weights), Some(bias)) = (values(&kernel), values(&bias)) else {
+        return Ok(None);
+    };
+    let bias = match bias.len() {
+        1 => vec![bias[0]; out_channels],
+        n if n == out_channels => bias,
+        _ => return Ok(None),
+    };
+    let padding = spec.computed_padding(&shape[1..3]);
+    let window = Window {
+        input: [shape[1], shape[2]],
+        output: [padding[0].convoluted, padding[1].convoluted],
+        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+        stride: [spec.stride(0), spec.stride(1)],
+        dilation: [spec.dilation(0), spec.dilation(1)],
+        pad_before: [padding[0].pad_before, padding[1].pad_before],
+    };
+    let op = GemmConv::windowed(
+        &weights,
+        out_channels,
+        in_channels,
+        Some(window),
+        bias,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+    )?;
+    let mut patch = TypedModelPatch::new(format!("gemm conv {}", node.name));
+    let wire = patch.tap_model(model, *data)?;
+    let wire = patch.wire_node(format!("{}.gemm", node.name), op, &[wire])?[0];
+    ensure!(
+        patch.outlet_fact(wire)?.shape == node.outputs[0].fact.shape,
+        "gemm rewrite of {} changed its output shape",
+        node.name
+    );
+    patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
+    Ok(Some(patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The op against a direct evaluation of its formula.
+    #[test]
+    fn pointwise_matches_the_formula() {
+        let (rows, k, n) = (1000, 7, 13);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|o| o as f32 * 0.25 - 1.0).collect();
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 17 % 29) as f32 - 14.0) / 5.0)
+            .collect();
+        let op = GemmConv::pointwise(&w, n, k, bias.clone(), 0.0, 6.0).unwrap();
+        let input = Tensor::from_shape(&[2, rows / 2, k], &x).unwrap();
+        let out = op
+            .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+            .unwrap();
+        assert_eq!(out[0].shape(), &[2, rows / 2, n]);
+        let y = out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let mut clamped = 0;
+        for r in 0..rows {
+            for o in 0..n {
+                let sum: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum();
+                let want = (sum + bias[o]).clamp(0.0, 6.0);
+                clamped += usize::from(want == 0.0 || want == 6.0);
+                let got = y[r * n + o];
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "row {r} channel {o}: {got} vs {want}"
+                );
+            }
+        }
+        // The data exercise both bounds and the inside of the clamp.
+        assert!(clamped > 0 && clamped < rows * n);
+    }
+
+    /// A windowed convolution against a direct evaluation of its definition, with padding,
+    /// stride, dilation, a batch of 2 and blocks that split output rows (`BLOCK_BYTES`).
+    #[test]
+    fn windowed_matches_the_definition() {
+        let (n, ih, iw, c, o) = (2, 37, 45, 3, 5);
+        let window = Window {
+            input: [ih, iw],
+            output: [19, 22],
+            kernel: [3, 3],
+            stride: [2, 2],
+            dilation: [1, 2],
+            pad_before: [1, 1],
+        };
+        let w: Vec<f32> = (0..o * c * 9)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let bias: Vec<f32> = (0..o).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let x: Vec<f32> = (0..n * ih * iw * c)
+            .map(|i| ((i * 17 % 29) as f32 - 14.0) / 5.0)
+            .collect();
+        let op = GemmConv::windowed(
+            &w,
+            o,
+            c,
+            Some(window.clone()),
+            bias.clone(),
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+        )
+        .unwrap();
+        let input = Tensor::from_shape(&[n, ih, iw, c], &x).unwrap();
+        let out = op
+            .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+            .unwrap();
+        let [oh, ow] = window.output;
+        assert_eq!(out[0].shape(), &[n, oh, ow, o]);
+        let y = out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for oc in 0..o {
+                        let mut want = bias[oc];
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let iy = (oy * 2 + ky) as isize - 1;
+                                let ix = (ox * 2 + kx * 2) as isize - 1;
+                                if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                                    continue;
+                                }
+                                let (iy, ix) = (iy as usize, ix as usize);
+                                for ic in 0..c {
+                                    want += x[((b * ih + iy) * iw + ix) * c + ic]
+                                        * w[((oc * c + ic) * 3 + ky) * 3 + kx];
+                                }
+                            }
+                        }
+                        let got = y[((b * oh + oy) * ow + ox) * o + oc];
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "batch {b} ({oy}, {ox}) channel {oc}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_input_size_is_an_error() {
+        let window = Window {
+            input: [4, 4],
+            output: [2, 2],
+            kernel: [3, 3],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pad_before: [1, 1],
+        };
+        let op = GemmConv::windowed(&[1.0; 9], 1, 1, Some(window), vec![0.0], f32::MIN, f32::MAX)
+            .unwrap();
+        let input = Tensor::from_shape(&[1, 5, 4, 1], &[0f32; 20]).unwrap();
+        assert!(
+            op.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn wrong_channel_count_is_an_error() {
+        let op = GemmConv::pointwise(&[1.0; 6], 2, 3, vec![0.0; 2], f32::MIN, f32::MAX).unwrap();
+        let input = Tensor::from_shape(&[1, 4], &[0f32; 4]).unwrap();
+        assert!(
+            op.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+                .is_err()
+        );
+    }
+}
