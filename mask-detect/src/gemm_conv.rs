@@ -1,40 +1,27 @@
-//! Convolutions run channel-last on the `gemm` crate's matrix kernels.
+//! Dense convolutions run channel-last on the `gemm` crate's matrix kernels.
 //!
 //! Most of both models' arithmetic is in 1x1 ("pointwise") convolutions: matrix products whose
 //! inner dimension is the channel count (16 to 960) and whose other dimension is the pixel count
 //! (up to 121,600 for CenterFace at 800x608). tract runs them through its own matrix kernels, which
 //! pack the activations again before every product; at these shapes they reach about half the
-//! throughput of `gemm` (PERFORMANCE.md). This module replaces them, in the decluttered model and
-//! before tract's optimiser runs, with [`GemmConv`], an op that keeps the rest of the plan in
-//! tract's hands. The few dense convolutions with a larger window (CenterFace's 3x3 stem and one
-//! 3x3 head convolution), which tract runs channel-first and transposes around, go the same way
-//! through an im2col block.
+//! throughput of `gemm` (PERFORMANCE.md). [`GemmConv`] runs them, and the few dense convolutions
+//! with a larger window (CenterFace's 3x3 stem and one 3x3 head convolution), on `gemm`:
 //!
-//! - The activations are read channel-last (`[.., pixels, channels]`, one row per pixel), so the
-//!   product is `pixels x (window x in_channels)` times `(window x in_channels) x out_channels`.
-//! - Output pixels are processed in blocks whose output fits in the L2 cache. For a window larger
+//! - the activations are read channel-last (`[.., pixels, channels]`, one row per pixel), so the
+//!   product is `pixels x (window x in_channels)` times `(window x in_channels) x out_channels`;
+//! - output pixels are processed in blocks whose output fits in the L2 cache. For a window larger
 //!   than 1x1 the block's input patches are gathered into a buffer first (im2col, one block at a
-//!   time, never the whole image). The bias and the activation that follow a 1x1 convolution in
-//!   the model (`Add`, then `Max`/`Min` by a constant: ReLU, ReLU6) are applied to each block
-//!   while it is still in cache, instead of in extra passes over the whole tensor.
+//!   time, never the whole image). The bias and the activation that follow the convolution
+//!   (ReLU, ReLU6) are applied to each block while it is still in cache, instead of in extra
+//!   passes over the whole tensor.
 //!
-//! The rewrite wires tract `MoveAxis` ops around each 1x1 `GemmConv` to go from tract's
-//! channel-first einsum to channel-last and back; tract's optimiser then cancels those against
-//! the ones that its `conv_nhwc` transform put around the other convolutions, so the activations
-//! stay channel-last from one convolution to the next.
+//! [`crate::rewrite`] puts these ops into tract's models.
 
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::ensure;
-use tract_onnx::tract_core::internal::{
-    AxisOp, DimLike, EvalContext, EvalOp, Op, StaticName, TypedModelPatch, TypedOp,
-};
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::math::{Add, Max, Min};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::internal::{DimLike, EvalContext, EvalOp, Op, StaticName, TypedOp};
 
 /// Bytes of output computed per block: the block, its input rows and the packed weights stay
 /// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
@@ -356,282 +343,6 @@ impl TypedOp for GemmConv {
         let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
         Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
     }
-}
-
-/// How one of tract's 1x1-convolution einsums lays out its operands, and the axis moves that
-/// take it to channel-last and back.
-struct Layout {
-    /// The input's channel axis, moved last.
-    in_channel_axis: usize,
-    /// Where the output channel axis goes back to, from last.
-    out_channel_axis: usize,
-    /// Whether the input has a leading batch axis of size 1 that the output drops.
-    drops_batch: bool,
-    /// Whether the output gains a leading batch axis of size 1 that the input lacks.
-    adds_batch: bool,
-}
-
-fn layout(expr: &str) -> Option<Layout> {
-    let (in_channel_axis, out_channel_axis, drops_batch, adds_batch) = match expr {
-        "IHW,OI->OHW" => (0, 0, false, false),
-        "NIHW,OI->NOHW" => (1, 1, false, false),
-        "NIHW,OI->OHW" => (1, 0, true, false),
-        "IHW,OI->NOHW" => (0, 0, false, true),
-        _ => return None,
-    };
-    Some(Layout {
-        in_channel_axis,
-        out_channel_axis,
-        drops_batch,
-        adds_batch,
-    })
-}
-
-/// The constant operand of a binary node whose other operand is `from`, as f32 values.
-fn constant_operand(model: &TypedModel, node: &TypedNode, from: OutletId) -> Option<Arc<Tensor>> {
-    let [a, b] = node.inputs.as_slice() else {
-        return None;
-    };
-    let other = if *a == from {
-        *b
-    } else if *b == from {
-        *a
-    } else {
-        return None;
-    };
-    let konst = model.outlet_fact(other).ok()?.konst.clone()?;
-    (konst.datum_type() == f32::datum_type()).then_some(konst)
-}
-
-fn values(t: &Tensor) -> Option<Vec<f32>> {
-    Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
-}
-
-/// Replace, in `model` (decluttered, then rewritten channel-last by tract's `conv_nhwc`):
-/// - every 1x1 convolution that tract expresses as an einsum with a constant weight matrix by a
-///   channel-last [`GemmConv`], fusing the bias and clamps that follow it;
-/// - every remaining dense (one group) channel-last f32 convolution with constant weights by a
-///   windowed [`GemmConv`].
-///
-/// Einsums of any other shape, depthwise and quantised convolutions are left to tract.
-pub(crate) fn rewrite(mut model: TypedModel) -> TractResult<TypedModel> {
-    for id in model.eval_order()? {
-        if let Some(patch) = patch_for(&model, id)? {
-            patch.apply(&mut model)?;
-        }
-    }
-    model.into_compact()
-}
-
-fn patch_for(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
-    let node = model.node(id);
-    if let Some(conv) = node.op_as::<Conv>() {
-        return conv_patch(model, node, conv);
-    }
-    let Some(einsum) = node.op_as::<EinSum>() else {
-        return Ok(None);
-    };
-    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
-        return Ok(None);
-    }
-    let Some(layout) = layout(&einsum.axes.to_string()) else {
-        return Ok(None);
-    };
-    let [data, weights] = node.inputs.as_slice() else {
-        return Ok(None);
-    };
-    let data_fact = model.outlet_fact(*data)?;
-    let Some(data_shape) = data_fact.shape.as_concrete() else {
-        return Ok(None);
-    };
-    if data_fact.datum_type != f32::datum_type() || (layout.drops_batch && data_shape[0] != 1) {
-        return Ok(None);
-    }
-    let weights_fact = model.outlet_fact(*weights)?;
-    let Some(konst) = weights_fact.konst.clone() else {
-        return Ok(None);
-    };
-    let (out_channels, in_channels) = match konst.shape() {
-        [o, i] if konst.datum_type() == f32::datum_type() => (*o, *i),
-        _ => return Ok(None),
-    };
-    let Some(weights_oi) = values(&konst) else {
-        return Ok(None);
-    };
-    let out_rank = node.outputs[0].fact.rank();
-    // Every layout above puts the output channels first, after the batch axis if any.
-    let out_channel_axis_in_output = usize::from(out_rank == 4);
-
-    // Follow the single-consumer chain: an optional bias Add, then Max/Min by scalars.
-    let mut bias = vec![0f32; out_channels];
-    let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
-    let mut last = OutletId::new(id, 0);
-    let mut seen_clamp = false;
-    let mut seen_bias = false;
-    loop {
-        if model.output_outlets()?.contains(&last) {
-            break;
-        }
-        let [succ] = model.outlet_successors(last) else {
-            break;
-        };
-        let next = model.node(succ.node);
-        let Some(bin) = next.op_as::<TypedBinOp>() else {
-            break;
-        };
-        let Some(k) = constant_operand(model, next, last) else {
-            break;
-        };
-        if next.outputs[0].fact.shape != node.outputs[0].fact.shape {
-            break;
-        }
-        let Some(v) = values(&k) else { break };
-        if bin.0.is::<Add>() && !seen_bias && !seen_clamp {
-            // A per-channel bias: every dimension 1 except the output channel axis.
-            let padded: Vec<usize> = std::iter::repeat_n(1, out_rank.saturating_sub(k.rank()))
-                .chain(k.shape().iter().copied())
-                .collect();
-            let per_channel = padded.len() == out_rank
-                && padded.iter().enumerate().all(|(axis, &d)| {
-                    d == 1 || (axis == out_channel_axis_in_output && d == out_channels)
-                });
-            if !per_channel {
-                break;
-            }
-            if v.len() == 1 {
-                bias.iter_mut().for_each(|b| *b += v[0]);
-            } else {
-                bias.iter_mut().zip(&v).for_each(|(b, x)| *b += x);
-            }
-            seen_bias = true;
-        } else if bin.0.is::<Max>() && v.len() == 1 {
-            (lo, hi) = (lo.max(v[0]), hi.max(v[0]));
-            seen_clamp = true;
-        } else if bin.0.is::<Min>() && v.len() == 1 {
-            (lo, hi) = (lo.min(v[0]), hi.min(v[0]));
-            seen_clamp = true;
-        } else {
-            break;
-        }
-        last = OutletId::new(succ.node, 0);
-    }
-
-    let op = GemmConv::pointwise(&weights_oi, out_channels, in_channels, bias, lo, hi)?;
-    let name = &node.name;
-    let mut patch = TypedModelPatch::new(format!("gemm pointwise {name}"));
-    let mut wire = patch.tap_model(model, *data)?;
-    let rank = data_shape.len();
-    if layout.in_channel_axis != rank - 1 {
-        wire = patch.wire_node(
-            format!("{name}.pw_in"),
-            AxisOp::Move(layout.in_channel_axis, rank - 1),
-            &[wire],
-        )?[0];
-    }
-    wire = patch.wire_node(format!("{name}.pw"), op, &[wire])?[0];
-    if layout.drops_batch {
-        wire = patch.wire_node(format!("{name}.pw_rm_n"), AxisOp::Rm(0), &[wire])?[0];
-    }
-    let rank = patch.outlet_fact(wire)?.rank();
-    if layout.out_channel_axis != rank - 1 {
-        wire = patch.wire_node(
-            format!("{name}.pw_out"),
-            AxisOp::Move(rank - 1, layout.out_channel_axis),
-            &[wire],
-        )?[0];
-    }
-    if layout.adds_batch {
-        wire = patch.wire_node(format!("{name}.pw_add_n"), AxisOp::Add(0), &[wire])?[0];
-    }
-    ensure!(
-        patch.outlet_fact(wire)?.shape == model.outlet_fact(last)?.shape,
-        "gemm rewrite of {name} changed its output shape"
-    );
-    patch.shunt_outside(model, last, wire)?;
-    Ok(Some(patch))
-}
-
-/// A windowed [`GemmConv`] for one of tract's channel-last `Conv` nodes, if it is a dense f32
-/// 2D convolution with constant weights and bias and a concrete input shape.
-fn conv_patch(
-    model: &TypedModel,
-    node: &TypedNode,
-    conv: &Conv,
-) -> TractResult<Option<TypedModelPatch>> {
-    let spec = &conv.pool_spec;
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || spec.data_format != DataFormat::NHWC
-        || spec.kernel_shape.len() != 2
-    {
-        return Ok(None);
-    }
-    let [data, kernel, bias] = node.inputs.as_slice() else {
-        return Ok(None);
-    };
-    let data_fact = model.outlet_fact(*data)?;
-    let Some(shape) = data_fact.shape.as_concrete() else {
-        return Ok(None);
-    };
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(*kernel)?.konst.clone(),
-        model.outlet_fact(*bias)?.konst.clone(),
-    ) else {
-        return Ok(None);
-    };
-    let (out_channels, in_channels) = (spec.output_channels, spec.input_channels);
-    if data_fact.datum_type != f32::datum_type()
-        || shape.len() != 4
-        || shape[3] != in_channels
-        || kernel.datum_type() != f32::datum_type()
-        || bias.datum_type() != f32::datum_type()
-        || kernel.shape()
-            != [
-                out_channels,
-                in_channels,
-                spec.kernel_shape[0],
-                spec.kernel_shape[1],
-            ]
-    {
-        return Ok(None);
-    }
-    let (Some(weights), Some(bias)) = (values(&kernel), values(&bias)) else {
-        return Ok(None);
-    };
-    let bias = match bias.len() {
-        1 => vec![bias[0]; out_channels],
-        n if n == out_channels => bias,
-        _ => return Ok(None),
-    };
-    let padding = spec.computed_padding(&shape[1..3]);
-    let window = Window {
-        input: [shape[1], shape[2]],
-        output: [padding[0].convoluted, padding[1].convoluted],
-        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
-        stride: [spec.stride(0), spec.stride(1)],
-        dilation: [spec.dilation(0), spec.dilation(1)],
-        pad_before: [padding[0].pad_before, padding[1].pad_before],
-    };
-    let op = GemmConv::windowed(
-        &weights,
-        out_channels,
-        in_channels,
-        Some(window),
-        bias,
-        f32::NEG_INFINITY,
-        f32::INFINITY,
-    )?;
-    let mut patch = TypedModelPatch::new(format!("gemm conv {}", node.name));
-    let wire = patch.tap_model(model, *data)?;
-    let wire = patch.wire_node(format!("{}.gemm", node.name), op, &[wire])?[0];
-    ensure!(
-        patch.outlet_fact(wire)?.shape == node.outputs[0].fact.shape,
-        "gemm rewrite of {} changed its output shape",
-        node.name
-    );
-    patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
-    Ok(Some(patch))
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ mod face;
 mod gemm_conv;
 mod head;
 mod plan;
+mod rewrite;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -5,12 +5,13 @@
 //! kept in a small bounded cache. Plans are immutable and shared between threads: inference
 //! never holds the cache lock.
 //!
-//! Between tract's declutter and optimise passes every convolution is moved to channel-last
-//! (tract's `conv_nhwc` transform): tract's depthwise kernels vectorise over channels only in
-//! that layout, and its channel-first path is scalar for strided depthwise convolutions. Measured
-//! with `benches/src/bin/node_profile.rs`: the classifier 28.7 -> 21.9 ms, CenterFace at 640x480
-//! ~5% faster (PERFORMANCE.md). Then the 1x1 convolutions are taken out of tract's matrix
-//! kernels and run on `gemm`'s ([`crate::gemm_conv`]).
+//! Between tract's declutter and optimise passes the dense convolutions (1x1 and windowed) are
+//! rewritten channel-last onto the `gemm` crate's matrix kernels, with their bias and activation
+//! fused ([`crate::rewrite`], [`crate::gemm_conv`]). The others (the depthwise ones) are then
+//! moved to channel-last by tract's own `conv_nhwc` transform: tract's depthwise kernels vectorise
+//! over channels only in that layout, and its channel-first path is scalar for strided depthwise
+//! convolutions. Measured with
+//! `benches/src/bin/node_profile.rs` and `benches/compare.py` (PERFORMANCE.md).
 
 use std::collections::VecDeque;
 use std::io::Cursor;
@@ -76,20 +77,22 @@ impl PlanCache {
     }
 }
 
-/// The optimised model for an f32 input of exactly `shape`: tract's declutter pass, every
-/// convolution channel-last, the dense convolutions on [`crate::gemm_conv`], then tract's optimiser.
+/// The optimised model for an f32 input of exactly `shape`: tract's declutter pass, the
+/// convolutions rewritten channel-last onto this crate's ops, tract's `conv_nhwc` for any other
+/// convolution, then tract's optimiser.
 pub(crate) fn optimise(model: InferenceModel, shape: &[usize]) -> TractResult<TypedModel> {
     let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
     model
         .with_input_fact(0, fact)
         .and_then(|m| m.into_typed())
         .and_then(|m| m.into_decluttered())
+        .and_then(crate::rewrite::rewrite)
         .and_then(channel_last)
-        .and_then(crate::gemm_conv::rewrite)
         .and_then(|m| m.into_optimized())
 }
 
-/// Rewrite every convolution of `model` to run channel-last (see the module documentation).
+/// Rewrite every remaining tract convolution of `model` to run channel-last (see the module
+/// documentation).
 fn channel_last(mut model: TypedModel) -> TractResult<TypedModel> {
     let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
         .ok_or_else(|| TractError::msg("tract has no conv_nhwc transform"))?;
