@@ -142,6 +142,21 @@ impl GemmConv {
         })
     }
 
+    /// Input channels.
+    pub(crate) fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// Output channels.
+    pub(crate) fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// Whether this is a 1x1 convolution with stride 1 and no padding.
+    pub(crate) fn is_pointwise(&self) -> bool {
+        self.window.is_none()
+    }
+
     /// Inner dimension of the product: window taps times input channels.
     fn depth(&self) -> usize {
         self.window
@@ -175,7 +190,7 @@ impl GemmConv {
     }
 
     /// Compute `y` (`pixels x out_channels`) from the channel-last input `x`, both row-major.
-    fn compute(&self, x: &[f32], y: &mut [f32]) {
+    pub(crate) fn compute(&self, x: &[f32], y: &mut [f32]) {
         let (k, n) = (self.depth(), self.out_channels);
         let rows_per_block = (BLOCK_BYTES / 4 / n.max(k)).max(8);
         let mut patches = Vec::new();

@@ -70,6 +70,7 @@ mod annotate;
 mod classify;
 mod config;
 mod decode;
+mod depthwise;
 mod detection;
 mod error;
 mod face;

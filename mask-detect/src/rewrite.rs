@@ -1,19 +1,22 @@
-//! Put this crate's convolution op ([`GemmConv`]) into a decluttered tract model.
+//! Put this crate's convolution ops ([`GemmConv`], [`DepthwisePointwise`]) into a decluttered
+//! tract model.
 //!
 //! tract's declutter pass leaves three kinds of convolution in both models: 1x1 convolutions as
 //! einsums (`IHW,OI->OHW` and batch variants), depthwise convolutions and a few dense ones as
 //! `Conv` ops, channel-first. [`rewrite`] replaces the 1x1 and the dense ones with a channel-last
 //! [`GemmConv`], fusing into it the bias `Add` and the `Max`/`Min`-by-a-constant (ReLU, ReLU6)
 //! that follow it, and wires tract `MoveAxis` ops around it to go from channel-first to
-//! channel-last and back. The depthwise convolutions stay tract's, moved channel-last by its
-//! `conv_nhwc` transform afterwards (`plan.rs`). tract's optimiser then cancels each `MoveAxis`
-//! against its inverse on the next convolution, so the activations stay channel-last from one
-//! convolution to the next, and optimises what is left as usual.
+//! channel-last and back. A depthwise convolution followed by a 1x1 one (MobileNetV2's
+//! depthwise-then-project) becomes one [`DepthwisePointwise`], so the depthwise output stays in
+//! cache. tract's optimiser then cancels each `MoveAxis` against its inverse on the next
+//! convolution, so the activations stay channel-last from one convolution to the next, and
+//! optimises what is left as usual. Any convolution left (a depthwise one not followed by a 1x1
+//! one) is moved channel-last by tract's `conv_nhwc` transform afterwards (`plan.rs`).
 //!
-//! A channel-last depthwise op of our own (16 channels per vector accumulator, bias and ReLU
-//! fused) was measured against tract's and left out: CenterFace 800x608 111.2 vs 111.7 ms, the
-//! classifier 9.9 vs 10.2 ms (minimum of 8 alternated runs, PERFORMANCE.md); tract's depthwise
-//! kernel is already bound by memory traffic.
+//! Our depthwise kernel alone is no faster than tract's (CenterFace 800x608 111.2 vs 111.7 ms,
+//! the classifier 9.9 vs 10.2 ms, minimum of 8 alternated runs): both are bound by memory
+//! traffic. Fused with the 1x1 convolution that follows it, CenterFace takes 106.8 instead of
+//! 112.1 ms and the classifier 10.1 instead of 10.4 ms (minimum of 6, PERFORMANCE.md).
 //!
 //! Anything else (quantised, grouped, symbolic shapes, other einsums) is left to tract
 //! untouched.
@@ -28,6 +31,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use crate::depthwise::{self, Depthwise, DepthwisePointwise};
 use crate::gemm_conv::{GemmConv, Window};
 
 /// Rewrite every convolution of `model` (a decluttered model) that this crate's ops cover; see the
@@ -37,8 +41,8 @@ pub(crate) fn rewrite(mut model: TypedModel) -> TractResult<TypedModel> {
         let node = model.node(id);
         let patch = if let Some(conv) = node.op_as::<Conv>() {
             conv_patch(&model, node, conv)?
-        } else if let Some(einsum) = node.op_as::<EinSum>() {
-            einsum_patch(&model, node, einsum)?
+        } else if node.op_is::<EinSum>() {
+            einsum_patch(&model, node)?
         } else {
             None
         };
@@ -187,12 +191,27 @@ fn einsum_layout(expr: &str) -> Option<(Vec<AxisOp>, Vec<AxisOp>, bool)> {
     })
 }
 
-/// A [`GemmConv`] for one of tract's 1x1-convolution einsums with constant f32 weights.
-fn einsum_patch(
-    model: &TypedModel,
-    node: &TypedNode,
-    einsum: &EinSum,
-) -> TractResult<Option<TypedModelPatch>> {
+/// One of tract's 1x1-convolution einsums as a [`GemmConv`] (its bias and clamp fused).
+struct Pointwise {
+    op: GemmConv,
+    /// Moves from the einsum's input layout to channel-last, and from channel-last to the
+    /// einsum's output layout.
+    before: Vec<AxisOp>,
+    after: Vec<AxisOp>,
+    /// The einsum's activation input.
+    data: OutletId,
+    /// The last outlet the op stands for (the einsum's or its epilogue's).
+    last: OutletId,
+    /// Whether the einsum's output has a batch axis.
+    batched_output: bool,
+}
+
+/// The [`Pointwise`] for `node`, if it is one of tract's 1x1-convolution einsums with constant
+/// f32 weights and a concrete input shape.
+fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Pointwise>> {
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
     if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
         return Ok(None);
     }
@@ -220,22 +239,36 @@ fn einsum_patch(
         return Ok(None);
     };
     // Every layout above puts the output channels first, after the batch axis if any.
-    let out_rank = node.outputs[0].fact.rank();
+    let batched_output = node.outputs[0].fact.rank() == 4;
     let e = epilogue(
         model,
         OutletId::new(node.id, 0),
         out_channels,
-        usize::from(out_rank == 4),
+        usize::from(batched_output),
     )?;
-    let op = GemmConv::pointwise(&weights_oi, out_channels, in_channels, e.bias, e.lo, e.hi)?;
+    Ok(Some(Pointwise {
+        op: GemmConv::pointwise(&weights_oi, out_channels, in_channels, e.bias, e.lo, e.hi)?,
+        before,
+        after,
+        data: *data,
+        last: e.last,
+        batched_output,
+    }))
+}
+
+/// A [`GemmConv`] for one of tract's 1x1-convolution einsums.
+fn einsum_patch(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+    let Some(p) = pointwise(model, node)? else {
+        return Ok(None);
+    };
     replacement(
         model,
         &node.name,
-        *data,
-        &before,
-        Box::new(op),
-        &after,
-        e.last,
+        p.data,
+        &p.before,
+        Box::new(p.op),
+        &p.after,
+        p.last,
     )
     .map(Some)
 }
@@ -282,14 +315,20 @@ fn conv_patch(
         return Ok(None);
     };
     let (out_channels, in_channels) = (spec.output_channels, spec.input_channels);
+    let depthwise = conv.group != 1;
+    if depthwise && (conv.group != in_channels || out_channels != in_channels) {
+        return Ok(None);
+    }
+    let kernel_in = if depthwise { 1 } else { in_channels };
     if data_fact.datum_type != f32::datum_type()
         || shape[channel_axis] != in_channels
+        || spec.kernel_shape[0] * spec.kernel_shape[1] > depthwise::MAX_TAPS
         || kernel.datum_type() != f32::datum_type()
         || bias.datum_type() != f32::datum_type()
         || kernel.shape()
             != [
                 out_channels,
-                in_channels,
+                kernel_in,
                 spec.kernel_shape[0],
                 spec.kernel_shape[1],
             ]
@@ -314,6 +353,9 @@ fn conv_patch(
         n if n == out_channels => e.bias.iter_mut().zip(&conv_bias).for_each(|(b, x)| *b += x),
         _ => return Ok(None),
     }
+    if depthwise {
+        return depthwise_patch(model, node, &weights, window, e, *data, &before, shape);
+    }
     let op = GemmConv::windowed(
         &weights,
         out_channels,
@@ -331,6 +373,59 @@ fn conv_patch(
         Box::new(op),
         &after,
         e.last,
+    )
+    .map(Some)
+}
+
+/// A depthwise convolution (weights `channels x 1 x kh x kw`, its epilogue `e`) fused with the
+/// 1x1 convolution that consumes it, as a [`DepthwisePointwise`]; `None` when no 1x1 convolution
+/// follows. On its own, tract's depthwise kernel is as fast as ours (see the module documentation);
+/// fused, the depthwise output never goes through memory.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_patch(
+    model: &TypedModel,
+    node: &TypedNode,
+    weights: &[f32],
+    window: Window,
+    e: Epilogue,
+    data: OutletId,
+    before: &[AxisOp],
+    shape: &[usize],
+) -> TractResult<Option<TypedModelPatch>> {
+    use AxisOp::{Move, Rm};
+    if model.output_outlets()?.contains(&e.last) {
+        return Ok(None);
+    }
+    let [succ] = model.outlet_successors(e.last) else {
+        return Ok(None);
+    };
+    let Some(p) = pointwise(model, model.node(succ.node))? else {
+        return Ok(None);
+    };
+    // A channel-first input without a batch axis gets one of 1 from `before`.
+    let batch = if shape.len() == 4 { shape[0] } else { 1 };
+    if p.data != e.last || (!p.batched_output && batch != 1) {
+        return Ok(None);
+    }
+    let channels = p.op.in_channels();
+    let fused = DepthwisePointwise::new(
+        Depthwise::new(weights, channels, window, e.bias, e.lo, e.hi)?,
+        p.op,
+    )?;
+    // From [batch, height, width, channels] to the einsum's output layout.
+    let after = if p.batched_output {
+        vec![Move(3, 1)]
+    } else {
+        vec![Rm(0), Move(2, 0)]
+    };
+    replacement(
+        model,
+        &node.name,
+        data,
+        before,
+        Box::new(fused),
+        &after,
+        p.last,
     )
     .map(Some)
 }

@@ -43,10 +43,13 @@ fn assert_same_outputs(path: &str, input: Tensor) {
     let pointwise = ours
         .nodes()
         .iter()
-        .filter(|n| n.op.name() == "GemmConv")
+        .filter(|n| ["GemmConv", "DepthwisePointwise"].contains(&&*n.op.name()))
         .count();
     // Both models have more than 30 1x1 convolutions; the rewrite must have taken them.
-    assert!(pointwise >= 30, "{path}: only {pointwise} GemmConv nodes");
+    assert!(
+        pointwise >= 30,
+        "{path}: only {pointwise} GemmConv and DepthwisePointwise nodes"
+    );
     let ours = ours.into_runnable().unwrap();
     let reference = tract_reference(path, &shape);
     let got = ours.run(tvec!(input.clone().into())).unwrap();
