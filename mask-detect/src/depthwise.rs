@@ -8,10 +8,15 @@
 //! applied before the pixel is stored, so they cost no extra pass over the tensor.
 //!
 //! On its own this is no faster than tract's depthwise kernel: both are bound by memory traffic.
-//! What it buys is [`DepthwisePointwise`]: MobileNetV2 follows each depthwise convolution with a
-//! 1x1 projection, and computing the two band of rows by band of rows keeps the depthwise output
-//! in the L2 cache instead of writing it out and reading it back. [`crate::rewrite`] puts the
-//! fused op into tract's models.
+//! What it buys is fusion with its neighbours, which keeps the largest tensors of both models in
+//! cache instead of writing them out and reading them back:
+//! - [`ExpandDepthwiseProject`], a whole MobileNetV2 block but its residual add: the 1x1
+//!   expansion computed row by row into a ring of as many rows as the kernel is high, the
+//!   depthwise convolution over that ring, the 1x1 projection of each band of its output;
+//! - [`DepthwisePointwise`], for a depthwise convolution not preceded by an expansion (the first
+//!   block): the depthwise output computed band by band and projected while in cache.
+//!
+//! [`crate::rewrite`] puts the fused ops into tract's models.
 
 use std::sync::Arc;
 
@@ -136,96 +141,99 @@ impl Depthwise {
         rows: std::ops::Range<usize>,
         y: &mut [f32],
     ) {
+        let [ih, iw] = self.window.input;
+        let line = iw * self.channels;
+        let mut in_rows: Vec<Option<&[f32]>> = vec![None; self.window.kernel[0]];
+        for (oy, out) in rows.zip(y.chunks_exact_mut(self.window.output[1] * self.channels)) {
+            for (ky, row) in in_rows.iter_mut().enumerate() {
+                *row = self
+                    .input_row(oy, ky)
+                    .and_then(|iy| x.get((batch * ih + iy) * line..(batch * ih + iy + 1) * line));
+            }
+            self.compute_row(&in_rows, out);
+        }
+    }
+
+    /// The input row under kernel row `ky` for output row `oy`, `None` in the padding.
+    pub(crate) fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let w = &self.window;
+        (oy * w.stride[0] + ky * w.dilation[0])
+            .checked_sub(w.pad_before[0])
+            .filter(|&iy| iy < w.input[0])
+    }
+
+    /// Compute one output row (`out_width x channels`) from the input rows under each kernel
+    /// row (`in_width x channels` each, `None` for padding rows).
+    pub(crate) fn compute_row(&self, in_rows: &[Option<&[f32]>], out: &mut [f32]) {
         let c = self.channels;
         let w = &self.window;
-        let [ih, iw] = w.input;
-        let [_, ow] = w.output;
-        let [kh, kw] = w.kernel;
+        let [_, iw] = w.input;
+        let [_, kw] = w.kernel;
         let (lo, hi) = (self.lo, self.hi);
         let blocks = c / LANES * LANES;
-        // (weights offset, input offset) of each tap inside the image, for the current pixel.
-        let mut taps = [(0usize, 0usize); MAX_TAPS];
+        // (weights offset, input row, offset in the row) of each tap inside the image, for the
+        // current pixel.
+        let mut taps: [(usize, &[f32], usize); MAX_TAPS] = [(0, &[], 0); MAX_TAPS];
         // The same for a pixel whose window lies inside the image horizontally, relative to the
-        // window's first column: the same for every such pixel of an output row.
-        let mut row_taps = [(0usize, 0usize); MAX_TAPS];
-        let mut outs = y.chunks_exact_mut(c);
-        {
-            for oy in rows {
-                let mut row_count = 0;
-                for ky in 0..kh {
-                    let Some(iy) = (oy * w.stride[0] + ky * w.dilation[0])
-                        .checked_sub(w.pad_before[0])
-                        .filter(|&iy| iy < ih)
-                    else {
-                        continue;
-                    };
-                    for kx in 0..kw {
-                        if let Some(tap) = row_taps.get_mut(row_count) {
-                            *tap = (
-                                (ky * kw + kx) * c,
-                                ((batch * ih + iy) * iw + kx * w.dilation[1]) * c,
-                            );
-                            row_count += 1;
+        // window's first column: the same for every such pixel of the row.
+        let mut row_taps: [(usize, &[f32], usize); MAX_TAPS] = [(0, &[], 0); MAX_TAPS];
+        let mut row_count = 0;
+        for (ky, row) in in_rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            for kx in 0..kw {
+                if let Some(tap) = row_taps.get_mut(row_count) {
+                    *tap = ((ky * kw + kx) * c, row, kx * w.dilation[1] * c);
+                    row_count += 1;
+                }
+            }
+        }
+        for (ox, out) in out.chunks_exact_mut(c).enumerate() {
+            let mut count = 0;
+            match (ox * w.stride[1]).checked_sub(w.pad_before[1]) {
+                Some(ix0) if ix0 + (kw - 1) * w.dilation[1] < iw => {
+                    for (tap, &(wo, row, xo)) in taps.iter_mut().zip(&row_taps[..row_count]) {
+                        *tap = (wo, row, xo + ix0 * c);
+                    }
+                    count = row_count;
+                }
+                _ => {
+                    for (ky, row) in in_rows.iter().enumerate() {
+                        let Some(row) = row else { continue };
+                        for kx in 0..kw {
+                            if let Some(ix) = (ox * w.stride[1] + kx * w.dilation[1])
+                                .checked_sub(w.pad_before[1])
+                                .filter(|&ix| ix < iw)
+                                && let Some(tap) = taps.get_mut(count)
+                            {
+                                *tap = ((ky * kw + kx) * c, row, ix * c);
+                                count += 1;
+                            }
                         }
                     }
                 }
-                for ox in 0..ow {
-                    let Some(out) = outs.next() else { return };
-                    let mut count = 0;
-                    let first = (ox * w.stride[1]).checked_sub(w.pad_before[1]);
-                    match first {
-                        Some(ix0) if ix0 + (kw - 1) * w.dilation[1] < iw => {
-                            for (tap, &(wo, xo)) in taps.iter_mut().zip(&row_taps[..row_count]) {
-                                *tap = (wo, xo + ix0 * c);
-                            }
-                            count = row_count;
-                        }
-                        _ => {
-                            for ky in 0..kh {
-                                let Some(iy) = (oy * w.stride[0] + ky * w.dilation[0])
-                                    .checked_sub(w.pad_before[0])
-                                    .filter(|&iy| iy < ih)
-                                else {
-                                    continue;
-                                };
-                                for kx in 0..kw {
-                                    if let Some(ix) = (ox * w.stride[1] + kx * w.dilation[1])
-                                        .checked_sub(w.pad_before[1])
-                                        .filter(|&ix| ix < iw)
-                                        && let Some(tap) = taps.get_mut(count)
-                                    {
-                                        *tap =
-                                            ((ky * kw + kx) * c, ((batch * ih + iy) * iw + ix) * c);
-                                        count += 1;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let taps = &taps[..count];
-                    // LANES channels at a time in a fixed-size accumulator, which the compiler
-                    // keeps in vector registers across the taps.
-                    for cb in (0..blocks).step_by(LANES) {
-                        let mut acc: [f32; LANES] = lanes(&self.bias, cb);
-                        for &(wo, xo) in taps {
-                            let xs: [f32; LANES] = lanes(x, xo + cb);
-                            let ws: [f32; LANES] = lanes(&self.weights, wo + cb);
-                            for j in 0..LANES {
-                                acc[j] += xs[j] * ws[j];
-                            }
-                        }
-                        for (o, a) in out[cb..cb + LANES].iter_mut().zip(acc) {
-                            *o = a.max(lo).min(hi);
-                        }
-                    }
-                    for ch in blocks..c {
-                        let mut a = self.bias[ch];
-                        for &(wo, xo) in taps {
-                            a += x[xo + ch] * self.weights[wo + ch];
-                        }
-                        out[ch] = a.max(lo).min(hi);
+            }
+            let taps = &taps[..count];
+            // LANES channels at a time in a fixed-size accumulator, which the compiler keeps in
+            // vector registers across the taps.
+            for cb in (0..blocks).step_by(LANES) {
+                let mut acc: [f32; LANES] = lanes(&self.bias, cb);
+                for &(wo, row, xo) in taps {
+                    let xs: [f32; LANES] = lanes(row, xo + cb);
+                    let ws: [f32; LANES] = lanes(&self.weights, wo + cb);
+                    for j in 0..LANES {
+                        acc[j] += xs[j] * ws[j];
                     }
                 }
+                for (o, a) in out[cb..cb + LANES].iter_mut().zip(acc) {
+                    *o = a.max(lo).min(hi);
+                }
+            }
+            for (ch, o) in out.iter_mut().enumerate().skip(blocks) {
+                let mut a = self.bias[ch];
+                for &(wo, row, xo) in taps {
+                    a += row.get(xo + ch).copied().unwrap_or(0.0) * self.weights[wo + ch];
+                }
+                *o = a.max(lo).min(hi);
             }
         }
     }
@@ -399,6 +407,177 @@ impl TypedOp for DepthwisePointwise {
     }
 }
 
+/// A MobileNetV2 block without its residual add: a 1x1 expansion, a depthwise convolution over
+/// its output, a 1x1 projection of that, computed one output row at a time. The expanded rows
+/// live in a ring of as many rows as the depthwise kernel is high, each computed once; the
+/// depthwise output row goes straight into the projection. Neither the expanded activations
+/// (the largest tensors of both models) nor the depthwise output go through memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExpandDepthwiseProject {
+    expand: GemmConv,
+    depthwise: Depthwise,
+    project: GemmConv,
+}
+
+impl ExpandDepthwiseProject {
+    /// Chain the three; the channel counts must agree, both 1x1 convolutions must be plain
+    /// (no window) and the depthwise one undilated vertically.
+    pub(crate) fn new(
+        expand: GemmConv,
+        depthwise: Depthwise,
+        project: GemmConv,
+    ) -> TractResult<Self> {
+        ensure!(
+            expand.is_pointwise()
+                && project.is_pointwise()
+                && expand.out_channels() == depthwise.channels
+                && project.in_channels() == depthwise.channels
+                && depthwise.window.dilation[0] == 1,
+            "fused block: {} -> {} -> {} channels, {:?}",
+            expand.out_channels(),
+            depthwise.channels,
+            project.in_channels(),
+            depthwise.window
+        );
+        Ok(ExpandDepthwiseProject {
+            expand,
+            depthwise,
+            project,
+        })
+    }
+
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
+        let w = &self.depthwise.window;
+        ensure!(
+            input.len() == 4
+                && input[1] == w.input[0].into()
+                && input[2] == w.input[1].into()
+                && input[3] == self.expand.in_channels().into(),
+            "fused block expects [batch, {}, {}, {}], got {input:?}",
+            w.input[0],
+            w.input[1],
+            self.expand.in_channels()
+        );
+        let mut shape: TVec<D> = input.into();
+        shape[1] = w.output[0].into();
+        shape[2] = w.output[1].into();
+        shape[3] = self.project.out_channels().into();
+        Ok(shape)
+    }
+
+    fn compute(&self, x: &[f32], y: &mut [f32]) {
+        let dw = &self.depthwise;
+        let [ih, iw] = dw.window.input;
+        let [oh, ow] = dw.window.output;
+        let kh = dw.window.kernel[0];
+        let (cin, c, o) = (
+            self.expand.in_channels(),
+            dw.channels,
+            self.project.out_channels(),
+        );
+        let (in_line, line) = (iw * cin, iw * c);
+        // Ring slot `iy % kh` holds expanded input row `iy`: the rows one output row needs are
+        // consecutive, so they never share a slot.
+        let mut ring = vec![0f32; kh * line];
+        let mut ring_rows: Vec<Option<usize>> = vec![None; kh];
+        // Depthwise output rows are projected a band at a time: one matrix product per band
+        // rather than per row.
+        let band = (BAND_BYTES / 4 / (ow * c)).clamp(1, oh);
+        let mut dw_band = vec![0f32; band * ow * c];
+        for (batch, yb) in y.chunks_exact_mut(oh * ow * o).enumerate() {
+            ring_rows.fill(None);
+            for (b, y_band) in yb.chunks_mut(band * ow * o).enumerate() {
+                let rows = y_band.len() / (ow * o);
+                for (r, dw_row) in dw_band.chunks_exact_mut(ow * c).take(rows).enumerate() {
+                    let oy = b * band + r;
+                    for ky in 0..kh {
+                        let Some(iy) = dw.input_row(oy, ky) else {
+                            continue;
+                        };
+                        let slot = iy % kh;
+                        if ring_rows[slot] != Some(iy) {
+                            let at = (batch * ih + iy) * in_line;
+                            let (Some(src), Some(dst)) = (
+                                x.get(at..at + in_line),
+                                ring.get_mut(slot * line..(slot + 1) * line),
+                            ) else {
+                                continue;
+                            };
+                            self.expand.compute(src, dst);
+                            ring_rows[slot] = Some(iy);
+                        }
+                    }
+                    let in_rows: Vec<Option<&[f32]>> = (0..kh)
+                        .map(|ky| {
+                            dw.input_row(oy, ky)
+                                .and_then(|iy| ring.get(iy % kh * line..(iy % kh + 1) * line))
+                        })
+                        .collect();
+                    dw.compute_row(&in_rows, dw_row);
+                }
+                self.project.compute(&dw_band[..rows * ow * c], y_band);
+            }
+        }
+    }
+}
+
+impl Op for ExpandDepthwiseProject {
+    fn name(&self) -> StaticName {
+        "ExpandDepthwiseProject".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let mut info = self.expand.info()?;
+        info.extend(self.depthwise.info()?);
+        info.extend(self.project.info()?);
+        Ok(info)
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for ExpandDepthwiseProject {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 1, "fused block takes one input");
+        let input = &inputs[0];
+        let out_shape = self.output_shape(input.shape())?;
+        // SAFETY: `compute` writes every element before anything reads the tensor.
+        #[allow(unsafe_code)]
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let view = input.try_as_plain_ram()?;
+            let x = view.as_slice::<f32>()?;
+            let mut out_view = output.try_as_plain_ram_mut()?;
+            self.compute(x, out_view.as_slice_mut::<f32>()?);
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
+    }
+}
+
+impl TypedOp for ExpandDepthwiseProject {
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1, "fused block takes one input");
+        let fact = inputs[0];
+        ensure!(fact.datum_type == f32::datum_type());
+        let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
+        Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,6 +701,76 @@ mod tests {
             assert!((g - w).abs() < 1e-4, "element {i}: {g} vs {w}");
         }
         assert!(want.contains(&1.0) && want.iter().any(|&v| v < 1.0));
+    }
+
+    /// The fused block against the three ops one after the other: stride 1 and 2, a batch of 2.
+    #[test]
+    fn block_matches_the_three_ops_in_turn() {
+        let (n, ih, iw, cin, c, o) = (2, 29, 23, 5, 20, 7);
+        for stride in [1, 2] {
+            let out = [(ih - 1) / stride + 1, (iw - 1) / stride + 1];
+            let window = Window {
+                input: [ih, iw],
+                output: out,
+                kernel: [3, 3],
+                stride: [stride, stride],
+                dilation: [1, 1],
+                pad_before: [1, 1],
+            };
+            let ex_w: Vec<f32> = (0..c * cin)
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 6.0)
+                .collect();
+            let dw_w: Vec<f32> = (0..c * 9)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let pw_w: Vec<f32> = (0..o * c)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+                .collect();
+            let x: Vec<f32> = (0..n * ih * iw * cin)
+                .map(|i| ((i * 17 % 29) as f32 - 14.0) / 5.0)
+                .collect();
+            let ex = GemmConv::pointwise(&ex_w, c, cin, vec![0.1; c], 0.0, 6.0).unwrap();
+            let dw = Depthwise::new(&dw_w, c, window, vec![0.5; c], 0.0, 6.0).unwrap();
+            let pw =
+                GemmConv::pointwise(&pw_w, o, c, vec![-0.25; o], f32::NEG_INFINITY, 3.0).unwrap();
+            let fused = ExpandDepthwiseProject::new(ex.clone(), dw.clone(), pw.clone()).unwrap();
+            let input = || {
+                tvec!(
+                    Tensor::from_shape(&[n, ih, iw, cin], &x)
+                        .unwrap()
+                        .into_tvalue()
+                )
+            };
+            let ctx = EvalContext::out_of_plan();
+            let want = pw
+                .eval(
+                    &ctx,
+                    dw.eval(&ctx, ex.eval(&ctx, input()).unwrap()).unwrap(),
+                )
+                .unwrap();
+            let got = fused.eval(&ctx, input()).unwrap();
+            assert_eq!(got[0].shape(), &[n, out[0], out[1], o]);
+            assert_eq!(got[0].shape(), want[0].shape());
+            let got = got[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
+            let want = want[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 1e-3,
+                    "stride {stride} element {i}: {g} vs {w}"
+                );
+            }
+            assert!(want.contains(&3.0) && want.iter().any(|&v| v < 3.0));
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Between tract's declutter and optimise passes the convolutions are rewritten channel-last onto
 //! this crate's ops, with their bias and activation fused ([`crate::rewrite`]): the dense ones
 //! (1x1 and windowed) on the `gemm` crate's matrix kernels ([`crate::gemm_conv`]), each depthwise
-//! one together with the 1x1 convolution after it ([`crate::depthwise`]). Any other is then moved
+//! one together with the 1x1 convolutions around it ([`crate::depthwise`]). Any other is then moved
 //! to channel-last by tract's own `conv_nhwc` transform: tract's depthwise kernels vectorise over
 //! channels only in that layout, and its channel-first path is scalar for strided depthwise
 //! convolutions. Measured with

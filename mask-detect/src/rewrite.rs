@@ -1,25 +1,29 @@
-//! Put this crate's convolution ops ([`GemmConv`], [`DepthwisePointwise`]) into a decluttered
-//! tract model.
+//! Put this crate's convolution ops ([`GemmConv`], [`DepthwisePointwise`],
+//! [`ExpandDepthwiseProject`]) into a decluttered tract model.
 //!
 //! tract's declutter pass leaves three kinds of convolution in both models: 1x1 convolutions as
 //! einsums (`IHW,OI->OHW` and batch variants), depthwise convolutions and a few dense ones as
-//! `Conv` ops, channel-first. [`rewrite`] replaces the 1x1 and the dense ones with a channel-last
-//! [`GemmConv`], fusing into it the bias `Add` and the `Max`/`Min`-by-a-constant (ReLU, ReLU6)
-//! that follow it, and wires tract `MoveAxis` ops around it to go from channel-first to
-//! channel-last and back. A depthwise convolution followed by a 1x1 one (MobileNetV2's
-//! depthwise-then-project) becomes one [`DepthwisePointwise`], so the depthwise output stays in
-//! cache. tract's optimiser then cancels each `MoveAxis` against its inverse on the next
-//! convolution, so the activations stay channel-last from one convolution to the next, and
-//! optimises what is left as usual. Any convolution left (a depthwise one not followed by a 1x1
-//! one) is moved channel-last by tract's `conv_nhwc` transform afterwards (`plan.rs`).
+//! `Conv` ops, channel-first. [`rewrite`] replaces them with channel-last ops of this crate,
+//! fusing into each the bias `Add` and the `Max`/`Min`-by-a-constant (ReLU, ReLU6) that follow
+//! it, and wires tract `MoveAxis` ops around it to go from channel-first to channel-last and back:
+//! - a 1x1 expansion, the depthwise convolution over its output and the 1x1 projection after that
+//!   (a MobileNetV2 block but its residual add) become one [`ExpandDepthwiseProject`];
+//! - a depthwise convolution followed by a 1x1 one, without an expansion before, becomes a
+//!   [`DepthwisePointwise`];
+//! - any other 1x1 or dense convolution becomes a [`GemmConv`].
 //!
-//! Our depthwise kernel alone is no faster than tract's (CenterFace 800x608 111.2 vs 111.7 ms,
-//! the classifier 9.9 vs 10.2 ms, minimum of 8 alternated runs): both are bound by memory
-//! traffic. Fused with the 1x1 convolution that follows it, CenterFace takes 106.8 instead of
-//! 112.1 ms and the classifier 10.1 instead of 10.4 ms (minimum of 6, PERFORMANCE.md).
+//! tract's optimiser then cancels each `MoveAxis` against its inverse on the next op, so the
+//! activations stay channel-last from one convolution to the next, and optimises what is left
+//! (residual adds, upsampling, pooling) as usual. A convolution none of these patterns covers
+//! (a depthwise one not followed by a 1x1 one, a grouped one, a quantised one, symbolic shapes)
+//! is left to tract, and moved channel-last by its `conv_nhwc` transform afterwards (`plan.rs`).
 //!
-//! Anything else (quantised, grouped, symbolic shapes, other einsums) is left to tract
-//! untouched.
+//! Each fusion was measured against the step before it, alternating `node_profile` runs
+//! (minimum of 6 to 8, PERFORMANCE.md). Our depthwise kernel alone is no faster than tract's
+//! (CenterFace at 800x608 111.2 vs 111.7 ms, the classifier 9.9 vs 10.2 ms): both are bound by
+//! memory traffic. Fused with the projection after it: CenterFace 112.1 -> 106.8 ms, the
+//! classifier 10.4 -> 10.1 ms. The whole block fused: CenterFace 109.1 -> 98.4 ms, the
+//! classifier 10.6 -> 10.6 ms (its activations are small enough to stay in cache anyway).
 
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use crate::depthwise::{self, Depthwise, DepthwisePointwise};
+use crate::depthwise::{self, Depthwise, DepthwisePointwise, ExpandDepthwiseProject};
 use crate::gemm_conv::{GemmConv, Window};
 
 /// Rewrite every convolution of `model` (a decluttered model) that this crate's ops cover; see the
@@ -261,6 +265,9 @@ fn einsum_patch(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Type
     let Some(p) = pointwise(model, node)? else {
         return Ok(None);
     };
+    if let Some(patch) = block_patch(model, node, &p)? {
+        return Ok(Some(patch));
+    }
     replacement(
         model,
         &node.name,
@@ -273,13 +280,25 @@ fn einsum_patch(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Type
     .map(Some)
 }
 
-/// A windowed [`GemmConv`] for one of tract's dense (one group) 2D f32 `Conv` nodes with
-/// constant weights and bias and a concrete input shape.
-fn conv_patch(
-    model: &TypedModel,
-    node: &TypedNode,
-    conv: &Conv,
-) -> TractResult<Option<TypedModelPatch>> {
+/// One of tract's 2D f32 `Conv` nodes, dense or depthwise, with constant weights and bias and a
+/// concrete input shape, described for this crate's ops.
+struct ConvInfo {
+    /// ONNX order: `out x in x kh x kw` (dense) or `channels x 1 x kh x kw` (depthwise).
+    weights: Vec<f32>,
+    window: Window,
+    depthwise: bool,
+    in_channels: usize,
+    out_channels: usize,
+    /// The bias (the conv's own plus any `Add` after it) and clamp.
+    e: Epilogue,
+    data: OutletId,
+    /// Moves to `[batch, height, width, channels]` and back.
+    before: Vec<AxisOp>,
+    after: Vec<AxisOp>,
+    batch: usize,
+}
+
+fn conv_info(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<ConvInfo>> {
     use AxisOp::{Add, Move, Rm};
     let spec = &conv.pool_spec;
     if conv.q_params.is_some()
@@ -353,79 +372,175 @@ fn conv_patch(
         n if n == out_channels => e.bias.iter_mut().zip(&conv_bias).for_each(|(b, x)| *b += x),
         _ => return Ok(None),
     }
-    if depthwise {
-        return depthwise_patch(model, node, &weights, window, e, *data, &before, shape);
+    Ok(Some(ConvInfo {
+        weights,
+        window,
+        depthwise,
+        in_channels,
+        out_channels,
+        e,
+        data: *data,
+        before,
+        after,
+        batch: if shape.len() == 4 { shape[0] } else { 1 },
+    }))
+}
+
+/// A windowed [`GemmConv`] for a dense `Conv` node, or a [`DepthwisePointwise`] for a depthwise
+/// one followed by a 1x1 convolution (see [`conv_info`] for what is taken).
+fn conv_patch(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some(info) = conv_info(model, node, conv)? else {
+        return Ok(None);
+    };
+    if info.depthwise {
+        return depthwise_patch(model, node, info);
     }
     let op = GemmConv::windowed(
-        &weights,
-        out_channels,
-        in_channels,
-        Some(window),
-        e.bias,
-        e.lo,
-        e.hi,
+        &info.weights,
+        info.out_channels,
+        info.in_channels,
+        Some(info.window),
+        info.e.bias,
+        info.e.lo,
+        info.e.hi,
     )?;
     replacement(
         model,
         &node.name,
-        *data,
-        &before,
+        info.data,
+        &info.before,
         Box::new(op),
-        &after,
-        e.last,
+        &info.after,
+        info.e.last,
     )
     .map(Some)
 }
 
-/// A depthwise convolution (weights `channels x 1 x kh x kw`, its epilogue `e`) fused with the
-/// 1x1 convolution that consumes it, as a [`DepthwisePointwise`]; `None` when no 1x1 convolution
-/// follows. On its own, tract's depthwise kernel is as fast as ours (see the module documentation);
-/// fused, the depthwise output never goes through memory.
-#[allow(clippy::too_many_arguments)]
+/// The 1x1 convolution that alone consumes `outlet`, if any.
+fn next_pointwise(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Pointwise>> {
+    if model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let [succ] = model.outlet_successors(outlet) else {
+        return Ok(None);
+    };
+    Ok(pointwise(model, model.node(succ.node))?.filter(|p| p.data == outlet))
+}
+
+/// From `[batch, height, width, channels]` to the layout of a 1x1 convolution's output.
+fn pointwise_output_moves(p: &Pointwise) -> Vec<AxisOp> {
+    if p.batched_output {
+        vec![AxisOp::Move(3, 1)]
+    } else {
+        vec![AxisOp::Rm(0), AxisOp::Move(2, 0)]
+    }
+}
+
+/// A depthwise convolution fused with the 1x1 convolution that consumes it, as a
+/// [`DepthwisePointwise`]; `None` when no 1x1 convolution follows. On its own, tract's depthwise
+/// kernel is as fast as ours (see the module documentation); fused, the depthwise output never
+/// goes through memory.
 fn depthwise_patch(
     model: &TypedModel,
     node: &TypedNode,
-    weights: &[f32],
-    window: Window,
-    e: Epilogue,
-    data: OutletId,
-    before: &[AxisOp],
-    shape: &[usize],
+    info: ConvInfo,
 ) -> TractResult<Option<TypedModelPatch>> {
-    use AxisOp::{Move, Rm};
-    if model.output_outlets()?.contains(&e.last) {
-        return Ok(None);
-    }
-    let [succ] = model.outlet_successors(e.last) else {
+    let Some(p) = next_pointwise(model, info.e.last)? else {
         return Ok(None);
     };
-    let Some(p) = pointwise(model, model.node(succ.node))? else {
-        return Ok(None);
-    };
-    // A channel-first input without a batch axis gets one of 1 from `before`.
-    let batch = if shape.len() == 4 { shape[0] } else { 1 };
-    if p.data != e.last || (!p.batched_output && batch != 1) {
+    if !p.batched_output && info.batch != 1 {
         return Ok(None);
     }
-    let channels = p.op.in_channels();
+    let after = pointwise_output_moves(&p);
     let fused = DepthwisePointwise::new(
-        Depthwise::new(weights, channels, window, e.bias, e.lo, e.hi)?,
+        Depthwise::new(
+            &info.weights,
+            info.in_channels,
+            info.window,
+            info.e.bias,
+            info.e.lo,
+            info.e.hi,
+        )?,
         p.op,
     )?;
-    // From [batch, height, width, channels] to the einsum's output layout.
-    let after = if p.batched_output {
-        vec![Move(3, 1)]
-    } else {
-        vec![Rm(0), Move(2, 0)]
-    };
     replacement(
         model,
         &node.name,
-        data,
-        before,
+        info.data,
+        &info.before,
         Box::new(fused),
         &after,
         p.last,
+    )
+    .map(Some)
+}
+
+/// A 1x1 expansion, the depthwise convolution that consumes it and the 1x1 projection after
+/// that (a MobileNetV2 block without its residual add), as one [`ExpandDepthwiseProject`], so
+/// neither the expanded activations nor the depthwise output go through memory.
+fn block_patch(
+    model: &TypedModel,
+    node: &TypedNode,
+    expand: &Pointwise,
+) -> TractResult<Option<TypedModelPatch>> {
+    if model.output_outlets()?.contains(&expand.last) {
+        return Ok(None);
+    }
+    let [succ] = model.outlet_successors(expand.last) else {
+        return Ok(None);
+    };
+    let dw_node = model.node(succ.node);
+    let Some(conv) = dw_node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let Some(info) = conv_info(model, dw_node, conv)? else {
+        return Ok(None);
+    };
+    if !info.depthwise || info.data != expand.last || info.window.dilation[0] != 1 {
+        return Ok(None);
+    }
+    let Some(project) = next_pointwise(model, info.e.last)? else {
+        return Ok(None);
+    };
+    // The expansion's input, channel-last with a batch axis.
+    let mut before = expand.before.clone();
+    let rank = model.outlet_fact(expand.data)?.rank();
+    if rank == 3 {
+        before.push(AxisOp::Add(0));
+    }
+    let batch = match model.outlet_fact(expand.data)?.shape.as_concrete() {
+        Some(shape) if rank == 4 => shape[0],
+        Some(_) => 1,
+        None => return Ok(None),
+    };
+    if !project.batched_output && batch != 1 {
+        return Ok(None);
+    }
+    let after = pointwise_output_moves(&project);
+    let fused = ExpandDepthwiseProject::new(
+        expand.op.clone(),
+        Depthwise::new(
+            &info.weights,
+            info.in_channels,
+            info.window,
+            info.e.bias,
+            info.e.lo,
+            info.e.hi,
+        )?,
+        project.op,
+    )?;
+    replacement(
+        model,
+        &node.name,
+        expand.data,
+        &before,
+        Box::new(fused),
+        &after,
+        project.last,
     )
     .map(Some)
 }
