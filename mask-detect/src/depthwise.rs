@@ -24,7 +24,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::ensure;
 use tract_onnx::tract_core::internal::{DimLike, EvalContext, EvalOp, Op, StaticName, TypedOp};
 
-use crate::gemm_conv::{GemmConv, Window};
+use crate::gemm_conv::{GemmConv, Window, clamp};
 
 /// Bytes of depthwise output computed per band before the 1x1 convolution consumes it: the band
 /// and its slice of the output stay in a 512 KiB L2 cache.
@@ -169,10 +169,8 @@ impl Depthwise {
         let w = &self.window;
         let [_, iw] = w.input;
         let [_, kw] = w.kernel;
-        let (lo, hi) = (self.lo, self.hi);
-        let blocks = c / LANES * LANES;
-        // (weights offset, input row, offset in the row) of each tap inside the image, for the
-        // current pixel.
+        // (weights offset, input row, offset in the row) of each tap inside the image, for a
+        // pixel near the left or right edge.
         let mut taps: [(usize, &[f32], usize); MAX_TAPS] = [(0, &[], 0); MAX_TAPS];
         // The same for a pixel whose window lies inside the image horizontally, relative to the
         // window's first column: the same for every such pixel of the row.
@@ -188,15 +186,12 @@ impl Depthwise {
             }
         }
         for (ox, out) in out.chunks_exact_mut(c).enumerate() {
-            let mut count = 0;
             match (ox * w.stride[1]).checked_sub(w.pad_before[1]) {
                 Some(ix0) if ix0 + (kw - 1) * w.dilation[1] < iw => {
-                    for (tap, &(wo, row, xo)) in taps.iter_mut().zip(&row_taps[..row_count]) {
-                        *tap = (wo, row, xo + ix0 * c);
-                    }
-                    count = row_count;
+                    self.pixel(&row_taps[..row_count], ix0 * c, out);
                 }
                 _ => {
+                    let mut count = 0;
                     for (ky, row) in in_rows.iter().enumerate() {
                         let Some(row) = row else { continue };
                         for kx in 0..kw {
@@ -210,31 +205,40 @@ impl Depthwise {
                             }
                         }
                     }
+                    self.pixel(&taps[..count], 0, out);
                 }
             }
-            let taps = &taps[..count];
-            // LANES channels at a time in a fixed-size accumulator, which the compiler keeps in
-            // vector registers across the taps.
-            for cb in (0..blocks).step_by(LANES) {
-                let mut acc: [f32; LANES] = lanes(&self.bias, cb);
-                for &(wo, row, xo) in taps {
-                    let xs: [f32; LANES] = lanes(row, xo + cb);
-                    let ws: [f32; LANES] = lanes(&self.weights, wo + cb);
-                    for j in 0..LANES {
-                        acc[j] += xs[j] * ws[j];
-                    }
-                }
-                for (o, a) in out[cb..cb + LANES].iter_mut().zip(acc) {
-                    *o = a.max(lo).min(hi);
+        }
+    }
+
+    /// One output pixel (`channels` values) from its taps: (weights offset, input row, offset
+    /// in the row, to which `shift` is added).
+    #[inline(always)]
+    fn pixel(&self, taps: &[(usize, &[f32], usize)], shift: usize, out: &mut [f32]) {
+        let c = self.channels;
+        let (lo, hi) = (self.lo, self.hi);
+        let blocks = c / LANES * LANES;
+        // LANES channels at a time in a fixed-size accumulator, which the compiler keeps in
+        // vector registers across the taps.
+        for cb in (0..blocks).step_by(LANES) {
+            let mut acc: [f32; LANES] = lanes(&self.bias, cb);
+            for &(wo, row, xo) in taps {
+                let xs: [f32; LANES] = lanes(row, xo + shift + cb);
+                let ws: [f32; LANES] = lanes(&self.weights, wo + cb);
+                for j in 0..LANES {
+                    acc[j] += xs[j] * ws[j];
                 }
             }
-            for (ch, o) in out.iter_mut().enumerate().skip(blocks) {
-                let mut a = self.bias[ch];
-                for &(wo, row, xo) in taps {
-                    a += row.get(xo + ch).copied().unwrap_or(0.0) * self.weights[wo + ch];
-                }
-                *o = a.max(lo).min(hi);
+            for (o, a) in out[cb..cb + LANES].iter_mut().zip(acc) {
+                *o = clamp(a, lo, hi);
             }
+        }
+        for (ch, o) in out.iter_mut().enumerate().skip(blocks) {
+            let mut a = self.bias[ch];
+            for &(wo, row, xo) in taps {
+                a += row.get(xo + shift + ch).copied().unwrap_or(0.0) * self.weights[wo + ch];
+            }
+            *o = clamp(a, lo, hi);
         }
     }
 }

@@ -236,7 +236,7 @@ impl GemmConv {
             }
             for row in yb.chunks_exact_mut(n) {
                 for (v, b) in row.iter_mut().zip(self.bias.iter()) {
-                    *v = (*v + b).max(self.lo).min(self.hi);
+                    *v = clamp(*v + b, self.lo, self.hi);
                 }
             }
         }
@@ -288,6 +288,14 @@ impl GemmConv {
             }
         }
     }
+}
+
+/// `a` clamped to `[lo, hi]`, written as comparisons so that it compiles to one vector max and
+/// one vector min (`f32::max` also has to handle NaN operands).
+#[inline(always)]
+pub(crate) fn clamp(a: f32, lo: f32, hi: f32) -> f32 {
+    let a = if a > lo { a } else { lo };
+    if a < hi { a } else { hi }
 }
 
 impl Op for GemmConv {
