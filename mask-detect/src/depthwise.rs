@@ -21,10 +21,11 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
-use tract_onnx::tract_core::internal::{DimLike, EvalContext, EvalOp, Op, StaticName, TypedOp};
 
 use crate::gemm_conv::{GemmConv, Window, clamp};
+use crate::kernel_op::{Kernel, same_bits, tract_op};
 
 /// Bytes of depthwise output computed per band before the 1x1 convolution consumes it: the band
 /// and its slice of the output stay in a 512 KiB L2 cache.
@@ -55,13 +56,11 @@ pub(crate) struct Depthwise {
 
 impl PartialEq for Depthwise {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         self.channels == other.channels
             && self.window == other.window
-            && self.lo.to_bits() == other.lo.to_bits()
-            && self.hi.to_bits() == other.hi.to_bits()
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&[self.lo, self.hi], &[other.lo, other.hi])
+            && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
@@ -104,33 +103,6 @@ impl Depthwise {
             lo,
             hi,
         })
-    }
-
-    pub(crate) fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
-        let w = &self.window;
-        ensure!(
-            input.len() == 4
-                && input[1] == w.input[0].into()
-                && input[2] == w.input[1].into()
-                && input[3] == self.channels.into(),
-            "depthwise convolution expects [batch, {}, {}, {}], got {input:?}",
-            w.input[0],
-            w.input[1],
-            self.channels
-        );
-        let mut shape: TVec<D> = input.into();
-        shape[1] = w.output[0].into();
-        shape[2] = w.output[1].into();
-        Ok(shape)
-    }
-
-    /// Compute `y` (`[batch, out_height, out_width, channels]`) from `x`
-    /// (`[batch, in_height, in_width, channels]`), both row-major.
-    fn compute(&self, x: &[f32], y: &mut [f32]) {
-        let [oh, ow] = self.window.output;
-        for (batch, yb) in y.chunks_exact_mut(oh * ow * self.channels).enumerate() {
-            self.compute_rows(x, batch, 0..oh, yb);
-        }
     }
 
     /// Compute output rows `rows` of image `batch` into `y` (`rows x out_width x channels`).
@@ -251,64 +223,46 @@ fn lanes(v: &[f32], at: usize) -> [f32; LANES] {
         .unwrap_or([0.0; LANES])
 }
 
-impl Op for Depthwise {
-    fn name(&self) -> StaticName {
-        "Depthwise".into()
-    }
+impl Kernel for Depthwise {
+    const NAME: &'static str = "Depthwise";
 
-    fn info(&self) -> TractResult<Vec<String>> {
+    fn describe(&self) -> Vec<String> {
         let w = &self.window;
-        Ok(vec![format!(
+        vec![format!(
             "{}x{} stride {:?} dilation {:?}, {} channels, clamp [{}, {}]",
             w.kernel[0], w.kernel[1], w.stride, w.dilation, self.channels, self.lo, self.hi
-        )])
+        )]
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
+        let w = &self.window;
+        ensure!(
+            input.len() == 4
+                && input[1] == w.input[0].into()
+                && input[2] == w.input[1].into()
+                && input[3] == self.channels.into(),
+            "depthwise convolution expects [batch, {}, {}, {}], got {input:?}",
+            w.input[0],
+            w.input[1],
+            self.channels
+        );
+        let mut shape: TVec<D> = input.into();
+        shape[1] = w.output[0].into();
+        shape[2] = w.output[1].into();
+        Ok(shape)
     }
-}
 
-impl EvalOp for Depthwise {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 1, "depthwise convolution takes one input");
-        let input = &inputs[0];
-        let out_shape = self.output_shape(input.shape())?;
-        // SAFETY: `compute` writes every element before anything reads the tensor.
-        #[allow(unsafe_code)]
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let view = input.try_as_plain_ram()?;
-            let x = view.as_slice::<f32>()?;
-            let mut out_view = output.try_as_plain_ram_mut()?;
-            let y = out_view.as_slice_mut::<f32>()?;
-            self.compute(x, y);
+    /// Compute `y` (`[batch, out_height, out_width, channels]`) from `x`
+    /// (`[batch, in_height, in_width, channels]`), both row-major.
+    fn compute(&self, x: &[f32], y: &mut [f32]) {
+        let [oh, ow] = self.window.output;
+        for (batch, yb) in y.chunks_exact_mut(oh * ow * self.channels).enumerate() {
+            self.compute_rows(x, batch, 0..oh, yb);
         }
-        Ok(tvec!(output.into_tvalue()))
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
     }
 }
 
-impl TypedOp for Depthwise {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "depthwise convolution takes one input");
-        let fact = inputs[0];
-        ensure!(fact.datum_type == f32::datum_type());
-        let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
-        Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
-    }
-}
+tract_op!(Depthwise);
 
 /// A depthwise convolution followed by a 1x1 convolution, computed band of output rows by band
 /// of output rows: each band of the depthwise output stays in the L2 cache between the two,
@@ -333,83 +287,42 @@ impl DepthwisePointwise {
             pointwise,
         })
     }
+}
+
+impl Kernel for DepthwisePointwise {
+    const NAME: &'static str = "DepthwisePointwise";
+
+    fn describe(&self) -> Vec<String> {
+        let mut info = self.depthwise.describe();
+        info.extend(self.pointwise.describe());
+        info
+    }
 
     fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
         let mut shape = self.depthwise.output_shape(input)?;
         shape[3] = self.pointwise.out_channels().into();
         Ok(shape)
     }
-}
 
-impl Op for DepthwisePointwise {
-    fn name(&self) -> StaticName {
-        "DepthwisePointwise".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        let mut info = self.depthwise.info()?;
-        info.extend(self.pointwise.info()?);
-        Ok(info)
-    }
-
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for DepthwisePointwise {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 1, "fused convolution takes one input");
-        let input = &inputs[0];
-        let out_shape = self.output_shape(input.shape())?;
-        // SAFETY: the loop below writes every element before anything reads the tensor.
-        #[allow(unsafe_code)]
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let view = input.try_as_plain_ram()?;
-            let x = view.as_slice::<f32>()?;
-            let mut out_view = output.try_as_plain_ram_mut()?;
-            let y = out_view.as_slice_mut::<f32>()?;
-            let [oh, ow] = self.depthwise.window.output;
-            let (c, o) = (self.depthwise.channels, self.pointwise.out_channels());
-            let band = (BAND_BYTES / 4 / (ow * c)).clamp(1, oh);
-            let mut scratch = Vec::new();
-            for (batch, yb) in y.chunks_exact_mut(oh * ow * o).enumerate() {
-                for (i, yr) in yb.chunks_mut(band * ow * o).enumerate() {
-                    let first = i * band;
-                    let rows = yr.len() / (ow * o);
-                    scratch.resize(rows * ow * c, 0.0);
-                    self.depthwise
-                        .compute_rows(x, batch, first..first + rows, &mut scratch);
-                    self.pointwise.compute(&scratch, yr);
-                }
+    fn compute(&self, x: &[f32], y: &mut [f32]) {
+        let [oh, ow] = self.depthwise.window.output;
+        let (c, o) = (self.depthwise.channels, self.pointwise.out_channels());
+        let band = (BAND_BYTES / 4 / (ow * c)).clamp(1, oh);
+        let mut scratch = Vec::new();
+        for (batch, yb) in y.chunks_exact_mut(oh * ow * o).enumerate() {
+            for (i, yr) in yb.chunks_mut(band * ow * o).enumerate() {
+                let first = i * band;
+                let rows = yr.len() / (ow * o);
+                scratch.resize(rows * ow * c, 0.0);
+                self.depthwise
+                    .compute_rows(x, batch, first..first + rows, &mut scratch);
+                self.pointwise.compute(&scratch, yr);
             }
         }
-        Ok(tvec!(output.into_tvalue()))
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
     }
 }
 
-impl TypedOp for DepthwisePointwise {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "fused convolution takes one input");
-        let fact = inputs[0];
-        ensure!(fact.datum_type == f32::datum_type());
-        let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
-        Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
-    }
-}
+tract_op!(DepthwisePointwise);
 
 /// A MobileNetV2 block without its residual add: a 1x1 expansion, a depthwise convolution over
 /// its output, a 1x1 projection of that, computed one output row at a time. The expanded rows
@@ -448,6 +361,17 @@ impl ExpandDepthwiseProject {
             depthwise,
             project,
         })
+    }
+}
+
+impl Kernel for ExpandDepthwiseProject {
+    const NAME: &'static str = "ExpandDepthwiseProject";
+
+    fn describe(&self) -> Vec<String> {
+        let mut info = self.expand.describe();
+        info.extend(self.depthwise.describe());
+        info.extend(self.project.describe());
+        info
     }
 
     fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
@@ -525,66 +449,12 @@ impl ExpandDepthwiseProject {
     }
 }
 
-impl Op for ExpandDepthwiseProject {
-    fn name(&self) -> StaticName {
-        "ExpandDepthwiseProject".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        let mut info = self.expand.info()?;
-        info.extend(self.depthwise.info()?);
-        info.extend(self.project.info()?);
-        Ok(info)
-    }
-
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for ExpandDepthwiseProject {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 1, "fused block takes one input");
-        let input = &inputs[0];
-        let out_shape = self.output_shape(input.shape())?;
-        // SAFETY: `compute` writes every element before anything reads the tensor.
-        #[allow(unsafe_code)]
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let view = input.try_as_plain_ram()?;
-            let x = view.as_slice::<f32>()?;
-            let mut out_view = output.try_as_plain_ram_mut()?;
-            self.compute(x, out_view.as_slice_mut::<f32>()?);
-        }
-        Ok(tvec!(output.into_tvalue()))
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
-    }
-}
-
-impl TypedOp for ExpandDepthwiseProject {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "fused block takes one input");
-        let fact = inputs[0];
-        ensure!(fact.datum_type == f32::datum_type());
-        let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
-        Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
-    }
-}
+tract_op!(ExpandDepthwiseProject);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_onnx::tract_core::internal::{EvalContext, EvalOp};
 
     /// Against a direct evaluation of the definition: padding, stride, dilation, a batch of 2,
     /// and 37 channels (two full blocks of 16 and a remainder of 5).

@@ -20,8 +20,10 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
-use tract_onnx::tract_core::internal::{DimLike, EvalContext, EvalOp, Op, StaticName, TypedOp};
+
+use crate::kernel_op::{Kernel, same_bits, tract_op};
 
 /// Bytes of output computed per block: the block, its input rows and the packed weights stay
 /// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
@@ -70,14 +72,12 @@ pub(crate) struct GemmConv {
 
 impl PartialEq for GemmConv {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         self.in_channels == other.in_channels
             && self.out_channels == other.out_channels
             && self.window == other.window
-            && self.lo.to_bits() == other.lo.to_bits()
-            && self.hi.to_bits() == other.hi.to_bits()
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&[self.lo, self.hi], &[other.lo, other.hi])
+            && same_bits(&self.weights, &other.weights)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
@@ -165,83 +165,6 @@ impl GemmConv {
             * self.in_channels
     }
 
-    /// Output shape for a channel-last input shape, or why the input does not fit.
-    fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
-        ensure!(
-            input.last() == Some(&self.in_channels.into()),
-            "convolution expects {} channels last, got shape {input:?}",
-            self.in_channels
-        );
-        let mut shape: TVec<D> = input.into();
-        if let Some(w) = &self.window {
-            ensure!(
-                input.len() == 4 && input[1] == w.input[0].into() && input[2] == w.input[1].into(),
-                "convolution expects [batch, {}, {}, channels], got {input:?}",
-                w.input[0],
-                w.input[1]
-            );
-            shape[1] = w.output[0].into();
-            shape[2] = w.output[1].into();
-        }
-        if let Some(last) = shape.last_mut() {
-            *last = self.out_channels.into();
-        }
-        Ok(shape)
-    }
-
-    /// Compute `y` (`pixels x out_channels`) from the channel-last input `x`, both row-major.
-    pub(crate) fn compute(&self, x: &[f32], y: &mut [f32]) {
-        let (k, n) = (self.depth(), self.out_channels);
-        let rows_per_block = (BLOCK_BYTES / 4 / n.max(k)).max(8);
-        let mut patches = Vec::new();
-        for (b, yb) in y.chunks_mut(rows_per_block * n).enumerate() {
-            let rows = yb.len() / n;
-            let first = b * rows_per_block;
-            let lhs: &[f32] = match &self.window {
-                None => &x[first * k..(first + rows) * k],
-                Some(window) => {
-                    patches.resize(rows * k, 0.0);
-                    self.gather(window, x, first, &mut patches);
-                    &patches
-                }
-            };
-            debug_assert_eq!(lhs.len(), rows * k);
-            // SAFETY: `yb` is rows x n, `lhs` rows x k and the weights k x n, all row-major and
-            // in bounds (the slices above have exactly these lengths: the caller checked that
-            // x and y hold the same number of pixels); with `read_dst == false` gemm only
-            // writes `yb`, every element of it.
-            #[allow(unsafe_code)]
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    yb.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    lhs.as_ptr(),
-                    1,
-                    k as isize,
-                    self.weights.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            for row in yb.chunks_exact_mut(n) {
-                for (v, b) in row.iter_mut().zip(self.bias.iter()) {
-                    *v = clamp(*v + b, self.lo, self.hi);
-                }
-            }
-        }
-    }
-
     /// Fill `patches` (`rows x (taps x in_channels)`) with the input patches of the output pixels
     /// `first..first + rows` (counted over batch, output rows and columns), zeros for padding.
     fn gather(&self, w: &Window, x: &[f32], first: usize, patches: &mut [f32]) {
@@ -298,12 +221,10 @@ pub(crate) fn clamp(a: f32, lo: f32, hi: f32) -> f32 {
     if a < hi { a } else { hi }
 }
 
-impl Op for GemmConv {
-    fn name(&self) -> StaticName {
-        "GemmConv".into()
-    }
+impl Kernel for GemmConv {
+    const NAME: &'static str = "GemmConv";
 
-    fn info(&self) -> TractResult<Vec<String>> {
+    fn describe(&self) -> Vec<String> {
         let window = match &self.window {
             None => "1x1".to_string(),
             Some(w) => format!(
@@ -311,66 +232,96 @@ impl Op for GemmConv {
                 w.kernel[0], w.kernel[1], w.stride, w.dilation
             ),
         };
-        Ok(vec![format!(
+        vec![format!(
             "{window}, {} -> {} channels, clamp [{}, {}]",
             self.in_channels, self.out_channels, self.lo, self.hi
-        )])
+        )]
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
-}
-
-impl EvalOp for GemmConv {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 1, "convolution takes one input");
-        let input = &inputs[0];
-        let out_shape = self.output_shape(input.shape())?;
-        // SAFETY: `compute` writes every element before anything reads the tensor.
-        #[allow(unsafe_code)]
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let view = input.try_as_plain_ram()?;
-            let x = view.as_slice::<f32>()?;
-            let mut out_view = output.try_as_plain_ram_mut()?;
-            let y = out_view.as_slice_mut::<f32>()?;
-            let pixels = match &self.window {
-                None => x.len() / self.in_channels,
-                Some(w) => input.shape()[0] * w.output[0] * w.output[1],
-            };
-            ensure!(pixels == y.len() / self.out_channels);
-            self.compute(x, y);
+    /// Output shape for a channel-last input shape, or why the input does not fit.
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
+        ensure!(
+            input.last() == Some(&self.in_channels.into()),
+            "convolution expects {} channels last, got shape {input:?}",
+            self.in_channels
+        );
+        let mut shape: TVec<D> = input.into();
+        if let Some(w) = &self.window {
+            ensure!(
+                input.len() == 4 && input[1] == w.input[0].into() && input[2] == w.input[1].into(),
+                "convolution expects [batch, {}, {}, channels], got {input:?}",
+                w.input[0],
+                w.input[1]
+            );
+            shape[1] = w.output[0].into();
+            shape[2] = w.output[1].into();
         }
-        Ok(tvec!(output.into_tvalue()))
+        if let Some(last) = shape.last_mut() {
+            *last = self.out_channels.into();
+        }
+        Ok(shape)
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(self.eval(&EvalContext::out_of_plan(), inputs)?))
+    /// Compute `y` (`pixels x out_channels`) from the channel-last input `x`, both row-major.
+    fn compute(&self, x: &[f32], y: &mut [f32]) {
+        let (k, n) = (self.depth(), self.out_channels);
+        let rows_per_block = (BLOCK_BYTES / 4 / n.max(k)).max(8);
+        let mut patches = Vec::new();
+        for (b, yb) in y.chunks_mut(rows_per_block * n).enumerate() {
+            let rows = yb.len() / n;
+            let first = b * rows_per_block;
+            let lhs: &[f32] = match &self.window {
+                None => &x[first * k..(first + rows) * k],
+                Some(window) => {
+                    patches.resize(rows * k, 0.0);
+                    self.gather(window, x, first, &mut patches);
+                    &patches
+                }
+            };
+            debug_assert_eq!(lhs.len(), rows * k);
+            // SAFETY: `yb` is rows x n, `lhs` rows x k and the weights k x n, all row-major and
+            // in bounds (the slices above have exactly these lengths: the caller checked that
+            // x and y hold the same number of pixels); with `read_dst == false` gemm only
+            // writes `yb`, every element of it.
+            #[allow(unsafe_code)]
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    yb.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    lhs.as_ptr(),
+                    1,
+                    k as isize,
+                    self.weights.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in yb.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(self.bias.iter()) {
+                    *v = clamp(*v + b, self.lo, self.hi);
+                }
+            }
+        }
     }
 }
 
-impl TypedOp for GemmConv {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
-
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 1, "convolution takes one input");
-        let fact = inputs[0];
-        ensure!(fact.datum_type == f32::datum_type());
-        let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
-        Ok(tvec!(f32::fact(self.output_shape(&shape)?)))
-    }
-}
+tract_op!(GemmConv);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_onnx::tract_core::internal::{EvalContext, EvalOp};
 
     /// The op against a direct evaluation of its formula.
     #[test]

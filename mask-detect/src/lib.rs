@@ -76,6 +76,7 @@ mod error;
 mod face;
 mod gemm_conv;
 mod head;
+mod kernel_op;
 mod plan;
 mod rewrite;
 

@@ -386,6 +386,20 @@ fn conv_info(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<O
     }))
 }
 
+impl ConvInfo {
+    /// The [`Depthwise`] op of a depthwise convolution, its epilogue fused.
+    fn depthwise_op(&self) -> TractResult<Depthwise> {
+        Depthwise::new(
+            &self.weights,
+            self.in_channels,
+            self.window.clone(),
+            self.e.bias.clone(),
+            self.e.lo,
+            self.e.hi,
+        )
+    }
+}
+
 /// A windowed [`GemmConv`] for a dense `Conv` node, or a [`DepthwisePointwise`] for a depthwise
 /// one followed by a 1x1 convolution (see [`conv_info`] for what is taken).
 fn conv_patch(
@@ -456,17 +470,7 @@ fn depthwise_patch(
         return Ok(None);
     }
     let after = pointwise_output_moves(&p);
-    let fused = DepthwisePointwise::new(
-        Depthwise::new(
-            &info.weights,
-            info.in_channels,
-            info.window,
-            info.e.bias,
-            info.e.lo,
-            info.e.hi,
-        )?,
-        p.op,
-    )?;
+    let fused = DepthwisePointwise::new(info.depthwise_op()?, p.op)?;
     replacement(
         model,
         &node.name,
@@ -521,18 +525,7 @@ fn block_patch(
         return Ok(None);
     }
     let after = pointwise_output_moves(&project);
-    let fused = ExpandDepthwiseProject::new(
-        expand.op.clone(),
-        Depthwise::new(
-            &info.weights,
-            info.in_channels,
-            info.window,
-            info.e.bias,
-            info.e.lo,
-            info.e.hi,
-        )?,
-        project.op,
-    )?;
+    let fused = ExpandDepthwiseProject::new(expand.op.clone(), info.depthwise_op()?, project.op)?;
     replacement(
         model,
         &node.name,

@@ -1,0 +1,131 @@
+//! What this crate's convolution ops share as tract ops.
+//!
+//! Each op ([`crate::gemm_conv::GemmConv`], [`crate::depthwise::Depthwise`],
+//! [`crate::depthwise::DepthwisePointwise`], [`crate::depthwise::ExpandDepthwiseProject`]) takes
+//! one f32 input and fills one f32 output, both channel-last and row-major. It implements
+//! [`Kernel`] (its name, its output shape, its computation), and [`tract_op!`] makes a tract op of
+//! it: the output allocation, the input and output views and the shape checks live here once.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{DimLike, ensure};
+
+/// A computation from one f32 tensor to another, as this crate's tract ops run it.
+pub(crate) trait Kernel {
+    /// The op's name in tract's plans and profiles.
+    const NAME: &'static str;
+
+    /// Its parameters, for tract's `info` (shown by `node_profile`).
+    fn describe(&self) -> Vec<String>;
+
+    /// The output shape for an input shape, or why the input does not fit.
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>>;
+
+    /// Fill every element of `y` (of [`Kernel::output_shape`], row-major) from `x` (of an
+    /// input shape that `output_shape` accepted, row-major).
+    fn compute(&self, x: &[f32], y: &mut [f32]);
+}
+
+/// Whether two parameter arrays hold the same values, bit for bit (so that `Eq` holds for ops
+/// with f32 parameters: a NaN equals itself, 0.0 and -0.0 differ).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Evaluate `kernel` on its one input.
+pub(crate) fn eval<K: Kernel>(kernel: &K, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    ensure!(inputs.len() == 1, "{} takes one input", K::NAME);
+    let input = &inputs[0];
+    ensure!(
+        input.datum_type() == f32::datum_type(),
+        "{} takes f32, got {:?}",
+        K::NAME,
+        input.datum_type()
+    );
+    let out_shape = kernel.output_shape(input.shape())?;
+    // SAFETY: `Kernel::compute` writes every element of the output before anything reads it.
+    #[allow(unsafe_code)]
+    let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+    {
+        let view = input.try_as_plain_ram()?;
+        let mut out_view = output.try_as_plain_ram_mut()?;
+        kernel.compute(view.as_slice::<f32>()?, out_view.as_slice_mut::<f32>()?);
+    }
+    Ok(tvec!(output.into_tvalue()))
+}
+
+/// The output fact of `kernel` for its one input fact.
+pub(crate) fn output_facts<K: Kernel>(
+    kernel: &K,
+    inputs: &[&TypedFact],
+) -> TractResult<TVec<TypedFact>> {
+    ensure!(inputs.len() == 1, "{} takes one input", K::NAME);
+    let fact = inputs[0];
+    ensure!(
+        fact.datum_type == f32::datum_type(),
+        "{} takes f32",
+        K::NAME
+    );
+    let shape: TVec<TDim> = fact.shape.iter().cloned().collect();
+    Ok(tvec!(f32::fact(kernel.output_shape(&shape)?)))
+}
+
+/// Implement tract's `Op`, `EvalOp` and `TypedOp` for a [`Kernel`].
+macro_rules! tract_op {
+    ($ty:ty) => {
+        impl tract_onnx::tract_core::internal::Op for $ty {
+            fn name(&self) -> tract_onnx::tract_core::internal::StaticName {
+                <$ty as $crate::kernel_op::Kernel>::NAME.into()
+            }
+
+            fn info(&self) -> tract_onnx::prelude::TractResult<Vec<String>> {
+                Ok($crate::kernel_op::Kernel::describe(self))
+            }
+
+            fn as_typed(&self) -> Option<&dyn tract_onnx::tract_core::internal::TypedOp> {
+                Some(self)
+            }
+        }
+
+        impl tract_onnx::tract_core::internal::EvalOp for $ty {
+            fn eval(
+                &self,
+                _ctx: &tract_onnx::tract_core::internal::EvalContext,
+                inputs: tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+            ) -> tract_onnx::prelude::TractResult<
+                tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+            > {
+                $crate::kernel_op::eval(self, inputs)
+            }
+
+            fn eval_out_of_plan(
+                &self,
+                inputs: tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+            ) -> tract_onnx::prelude::TractResult<
+                Option<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>>,
+            > {
+                $crate::kernel_op::eval(self, inputs).map(Some)
+            }
+        }
+
+        impl tract_onnx::tract_core::internal::TypedOp for $ty {
+            fn as_op(&self) -> &dyn tract_onnx::tract_core::internal::Op {
+                self
+            }
+
+            fn as_op_mut(&mut self) -> &mut dyn tract_onnx::tract_core::internal::Op {
+                self
+            }
+
+            fn output_facts(
+                &self,
+                inputs: &[&tract_onnx::prelude::TypedFact],
+            ) -> tract_onnx::prelude::TractResult<
+                tract_onnx::prelude::TVec<tract_onnx::prelude::TypedFact>,
+            > {
+                $crate::kernel_op::output_facts(self, inputs)
+            }
+        }
+    };
+}
+
+pub(crate) use tract_op;
