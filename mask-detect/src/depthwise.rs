@@ -128,10 +128,7 @@ impl Depthwise {
 
     /// The input row under kernel row `ky` for output row `oy`, `None` in the padding.
     pub(crate) fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
-        let w = &self.window;
-        (oy * w.stride[0] + ky * w.dilation[0])
-            .checked_sub(w.pad_before[0])
-            .filter(|&iy| iy < w.input[0])
+        self.window.input_index(0, oy, ky)
     }
 
     /// Compute one output row (`out_width x channels`) from the input rows under each kernel
@@ -167,9 +164,7 @@ impl Depthwise {
                     for (ky, row) in in_rows.iter().enumerate() {
                         let Some(row) = row else { continue };
                         for kx in 0..kw {
-                            if let Some(ix) = (ox * w.stride[1] + kx * w.dilation[1])
-                                .checked_sub(w.pad_before[1])
-                                .filter(|&ix| ix < iw)
+                            if let Some(ix) = w.input_index(1, ox, kx)
                                 && let Some(tap) = taps.get_mut(count)
                             {
                                 *tap = ((ky * kw + kx) * c, row, ix * c);
@@ -435,13 +430,13 @@ impl Kernel for ExpandDepthwiseProject {
                             ring_rows[slot] = Some(iy);
                         }
                     }
-                    let in_rows: Vec<Option<&[f32]>> = (0..kh)
-                        .map(|ky| {
-                            dw.input_row(oy, ky)
-                                .and_then(|iy| ring.get(iy % kh * line..(iy % kh + 1) * line))
-                        })
-                        .collect();
-                    dw.compute_row(&in_rows, dw_row);
+                    let mut in_rows: [Option<&[f32]>; MAX_TAPS] = [None; MAX_TAPS];
+                    for (ky, row) in in_rows.iter_mut().enumerate().take(kh) {
+                        *row = dw
+                            .input_row(oy, ky)
+                            .and_then(|iy| ring.get(iy % kh * line..(iy % kh + 1) * line));
+                    }
+                    dw.compute_row(&in_rows[..kh], dw_row);
                 }
                 self.project.compute(&dw_band[..rows * ow * c], y_band);
             }

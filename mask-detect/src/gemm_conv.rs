@@ -49,6 +49,17 @@ pub(crate) struct Window {
     pub(crate) pad_before: [usize; 2],
 }
 
+impl Window {
+    /// The input row (`axis` 0) or column (`axis` 1) under kernel position `k` for output
+    /// position `o`, `None` where it falls in the padding.
+    #[inline(always)]
+    pub(crate) fn input_index(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
+        (o * self.stride[axis] + k * self.dilation[axis])
+            .checked_sub(self.pad_before[axis])
+            .filter(|&i| i < self.input[axis])
+    }
+}
+
 /// A convolution over a channel-last input, with its bias and a clamp fused in:
 /// `y[.., o] = clamp(bias[o] + sum_i p[.., i] * w[i, o], lo, hi)`, where `p` is the input itself
 /// for a 1x1 convolution (any rank, channels last) and the input patches under the [`Window`]
@@ -180,10 +191,7 @@ impl GemmConv {
             let (batch, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
             let x0 = (ox * w.stride[1]).checked_sub(w.pad_before[1]);
             for (ky, row) in patch.chunks_exact_mut(span).enumerate() {
-                let Some(iy) = (oy * w.stride[0] + ky * w.dilation[0])
-                    .checked_sub(w.pad_before[0])
-                    .filter(|&iy| iy < ih)
-                else {
+                let Some(iy) = w.input_index(0, oy, ky) else {
                     row.fill(0.0);
                     continue;
                 };
@@ -195,10 +203,7 @@ impl GemmConv {
                     }
                     _ => {
                         for (kx, tap) in row.chunks_exact_mut(c).enumerate() {
-                            match (ox * w.stride[1] + kx * w.dilation[1])
-                                .checked_sub(w.pad_before[1])
-                                .filter(|&ix| ix < iw)
-                            {
+                            match w.input_index(1, ox, kx) {
                                 Some(ix) => {
                                     let at = (line + ix) * c;
                                     tap.copy_from_slice(&x[at..at + c]);
@@ -279,10 +284,10 @@ impl Kernel for GemmConv {
                 }
             };
             debug_assert_eq!(lhs.len(), rows * k);
-            // SAFETY: `yb` is rows x n, `lhs` rows x k and the weights k x n, all row-major and
-            // in bounds (the slices above have exactly these lengths: the caller checked that
-            // x and y hold the same number of pixels); with `read_dst == false` gemm only
-            // writes `yb`, every element of it.
+            // SAFETY: `yb` holds at least rows x n values (rows = yb.len() / n), `lhs` exactly
+            // rows x k (the slice of `x` is bounds-checked, `patches` was resized to it) and the
+            // weights k x n (checked in `windowed`), all row-major; with `read_dst == false`
+            // gemm only writes the first rows x n values of `yb`.
             #[allow(unsafe_code)]
             unsafe {
                 gemm::gemm(
