@@ -25,14 +25,11 @@ use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
 
 use crate::gemm_conv::{GemmConv, Window, clamp};
-use crate::kernel_op::{Kernel, same_bits, tract_op};
+use crate::kernel_op::{Kernel, LANES, lanes, same_bits, tract_op};
 
 /// Bytes of depthwise output computed per band before the 1x1 convolution consumes it: the band
 /// and its slice of the output stay in a 512 KiB L2 cache.
 const BAND_BYTES: usize = 192 * 1024;
-
-/// Channels accumulated together: one AVX-512 register, two AVX2 registers.
-const LANES: usize = 16;
 
 /// Windows larger than this many taps are left to tract.
 pub(crate) const MAX_TAPS: usize = 49;
@@ -154,6 +151,22 @@ impl Depthwise {
                 }
             }
         }
+        // Output columns whose window lies inside the image horizontally.
+        let interior = w.interior_columns();
+        if !interior.is_empty() && c.is_multiple_of(LANES) {
+            let done = match row_count {
+                9 => self.interior::<9>(&row_taps, interior.clone(), out),
+                6 => self.interior::<6>(&row_taps, interior.clone(), out),
+                3 => self.interior::<3>(&row_taps, interior.clone(), out),
+                _ => false,
+            };
+            if done {
+                for ox in (0..interior.start).chain(interior.end..out.len() / c) {
+                    self.edge_pixel(in_rows, ox, &mut out[ox * c..(ox + 1) * c]);
+                }
+                return;
+            }
+        }
         for (ox, out) in out.chunks_exact_mut(c).enumerate() {
             match (ox * w.stride[1]).checked_sub(w.pad_before[1]) {
                 Some(ix0) if ix0 + (kw - 1) * w.dilation[1] < iw => {
@@ -176,6 +189,74 @@ impl Depthwise {
                 }
             }
         }
+    }
+
+    /// Output columns `oxs` of a row whose window lies inside the image, from the `T` taps of
+    /// `taps` (weights offset, input row, offset relative to the window's first column), for a
+    /// channel count that is a multiple of `LANES`. Channel block by channel block, so that the
+    /// block's `T` weight vectors stay in registers across the whole row. False (nothing
+    /// written) when `taps` holds fewer than `T` taps.
+    fn interior<const T: usize>(
+        &self,
+        taps: &[(usize, &[f32], usize)],
+        oxs: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> bool {
+        let Some(taps) = taps.get(..T) else {
+            return false;
+        };
+        let c = self.channels;
+        let (stride, pad) = (self.window.stride[1], self.window.pad_before[1]);
+        let (lo, hi) = (self.lo, self.hi);
+        for cb in (0..c).step_by(LANES) {
+            let weights: [[f32; LANES]; T] =
+                std::array::from_fn(|t| lanes(&self.weights, taps[t].0 + cb));
+            let bias = lanes(&self.bias, cb);
+            for ox in oxs.clone() {
+                let shift = (ox * stride - pad) * c + cb;
+                // Three accumulators, so that the multiply-adds form three dependency chains.
+                let mut sums = [[0f32; LANES]; 3];
+                for (t, (&(_, row, xo), w)) in taps.iter().zip(&weights).enumerate() {
+                    let xs = lanes(row, xo + shift);
+                    let sum = &mut sums[t % 3];
+                    for j in 0..LANES {
+                        sum[j] = xs[j].mul_add(w[j], sum[j]);
+                    }
+                }
+                let mut acc = bias;
+                for sum in &sums {
+                    for j in 0..LANES {
+                        acc[j] += sum[j];
+                    }
+                }
+                if let Some(o) = out.get_mut(ox * c + cb..ox * c + cb + LANES) {
+                    for (o, a) in o.iter_mut().zip(acc) {
+                        *o = clamp(a, lo, hi);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Output column `ox` of a row (`channels` values), for a pixel near the left or right edge.
+    fn edge_pixel(&self, in_rows: &[Option<&[f32]>], ox: usize, out: &mut [f32]) {
+        let c = self.channels;
+        let kw = self.window.kernel[1];
+        let mut taps: [(usize, &[f32], usize); MAX_TAPS] = [(0, &[], 0); MAX_TAPS];
+        let mut count = 0;
+        for (ky, row) in in_rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            for kx in 0..kw {
+                if let Some(ix) = self.window.input_index(1, ox, kx)
+                    && let Some(tap) = taps.get_mut(count)
+                {
+                    *tap = ((ky * kw + kx) * c, row, ix * c);
+                    count += 1;
+                }
+            }
+        }
+        self.pixel(&taps[..count], 0, out);
     }
 
     /// One output pixel (`channels` values) from its taps: (weights offset, input row, offset
@@ -208,14 +289,6 @@ impl Depthwise {
             *o = clamp(a, lo, hi);
         }
     }
-}
-
-/// `LANES` values of `v` from `at` (zeros past its end, which the callers never reach).
-#[inline(always)]
-fn lanes(v: &[f32], at: usize) -> [f32; LANES] {
-    v.get(at..at + LANES)
-        .and_then(|s| <[f32; LANES]>::try_from(s).ok())
-        .unwrap_or([0.0; LANES])
 }
 
 impl Kernel for Depthwise {
@@ -452,16 +525,40 @@ mod tests {
     use tract_onnx::tract_core::internal::{EvalContext, EvalOp};
 
     /// Against a direct evaluation of the definition: padding, stride, dilation, a batch of 2,
-    /// and 37 channels (two full blocks of 16 and a remainder of 5).
+    /// and 37 channels (two full blocks of 16 and a remainder of 5), which takes the per-pixel
+    /// path everywhere.
     #[test]
     fn depthwise_matches_the_definition() {
-        let (n, ih, iw, c) = (2, 23, 31, 37);
+        check_against_definition(37, [23, 31], [12, 14], [2, 2], [1, 2]);
+    }
+
+    /// Channel counts that are multiples of 16 take the row kernel for interior pixels (all nine
+    /// taps, six at the top and bottom rows, three for a one-row image), the per-pixel path at
+    /// the left and right edges.
+    #[test]
+    fn depthwise_row_kernel_matches_the_definition() {
+        check_against_definition(48, [9, 13], [9, 13], [1, 1], [1, 1]);
+        check_against_definition(32, [23, 31], [12, 16], [2, 2], [1, 1]);
+        check_against_definition(16, [1, 20], [1, 20], [1, 1], [1, 1]);
+        check_against_definition(64, [6, 11], [6, 11], [1, 1], [1, 2]);
+    }
+
+    /// A 3x3 depthwise convolution with padding 1 on a batch of 2, against the definition.
+    fn check_against_definition(
+        c: usize,
+        input: [usize; 2],
+        output: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) {
+        let n = 2;
+        let [ih, iw] = input;
         let window = Window {
-            input: [ih, iw],
-            output: [12, 14],
+            input,
+            output,
             kernel: [3, 3],
-            stride: [2, 2],
-            dilation: [1, 2],
+            stride,
+            dilation,
             pad_before: [1, 1],
         };
         let w: Vec<f32> = (0..c * 9)
@@ -492,8 +589,8 @@ mod tests {
                         let mut want = bias[ch];
                         for ky in 0..3 {
                             for kx in 0..3 {
-                                let iy = (oy * 2 + ky) as isize - 1;
-                                let ix = (ox * 2 + kx * 2) as isize - 1;
+                                let iy = (oy * stride[0] + ky * dilation[0]) as isize - 1;
+                                let ix = (ox * stride[1] + kx * dilation[1]) as isize - 1;
                                 if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
                                     continue;
                                 }
@@ -507,7 +604,7 @@ mod tests {
                         let got = y[((b * oh + oy) * ow + ox) * c + ch];
                         assert!(
                             (got - want).abs() < 1e-4,
-                            "batch {b} ({oy}, {ox}) channel {ch}: {got} vs {want}"
+                            "{c} channels, batch {b} ({oy}, {ox}) channel {ch}: {got} vs {want}"
                         );
                     }
                 }

@@ -23,13 +23,19 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
 
-use crate::kernel_op::{Kernel, same_bits, tract_op};
+use crate::kernel_op::{Kernel, LANES, lanes, same_bits, tract_op};
 
 /// Bytes of output computed per block: the block, its input rows and the packed weights stay
 /// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
 /// micro-benchmark over CenterFace's shapes (65 KiB to 1 MiB blocks; 256 KiB was best or within
 /// noise of best for every shape).
 const BLOCK_BYTES: usize = 256 * 1024;
+
+/// A windowed convolution with at most this many products per output value (window taps x input
+/// channels) and a multiple of `LANES` output channels is computed directly, without im2col
+/// and `gemm`: CenterFace's stem (3x3 over 3 channels, 27 products, 32 output channels) would
+/// otherwise gather nine floats at a time and multiply matrices only 27 deep.
+const DIRECT_DEPTH: usize = 27;
 
 /// The sliding window of a convolution larger than 1x1, over a channel-last input
 /// `[batch, in_height, in_width, in_channels]`.
@@ -57,6 +63,24 @@ impl Window {
         (o * self.stride[axis] + k * self.dilation[axis])
             .checked_sub(self.pad_before[axis])
             .filter(|&i| i < self.input[axis])
+    }
+
+    /// The output columns whose window lies inside the image horizontally, clear of the
+    /// padding (a contiguous range, empty if there is none).
+    pub(crate) fn interior_columns(&self) -> std::ops::Range<usize> {
+        let inside = |ox: usize| {
+            (ox * self.stride[1])
+                .checked_sub(self.pad_before[1])
+                .is_some_and(|ix0| ix0 + (self.kernel[1] - 1) * self.dilation[1] < self.input[1])
+        };
+        let mut columns = 0..self.output[1];
+        match (
+            columns.clone().find(|&o| inside(o)),
+            columns.rfind(|&o| inside(o)),
+        ) {
+            (Some(first), Some(last)) => first..last + 1,
+            _ => 0..0,
+        }
     }
 }
 
@@ -218,6 +242,129 @@ impl GemmConv {
     }
 }
 
+/// The direct computation of small windowed convolutions (`DIRECT_DEPTH`).
+impl GemmConv {
+    /// Compute `y` (`[batch, out_height, out_width, out_channels]`) directly. Where the window
+    /// is three rows of nine contiguous values (a 3x3 window over 3 channels, columns not
+    /// dilated, as CenterFace's stem), rows whose window lies inside the image vertically go
+    /// through [`GemmConv::direct_rows`] for the columns whose window lies inside horizontally;
+    /// every other pixel is computed by [`GemmConv::direct_pixel`].
+    fn compute_direct(&self, w: &Window, x: &[f32], y: &mut [f32]) {
+        let (c, n) = (self.in_channels, self.out_channels);
+        let [ih, iw] = w.input;
+        let [oh, ow] = w.output;
+        let [kh, kw] = w.kernel;
+        let line = iw * c;
+        let interior = w.interior_columns();
+        let rows_kernel = kh == 3 && kw * c == 9 && w.dilation[1] == 1;
+        for (r, out) in y.chunks_exact_mut(ow * n).enumerate() {
+            let (batch, oy) = (r / oh, r % oh);
+            let row = |ky: usize| {
+                w.input_index(0, oy, ky).and_then(|iy| {
+                    let at = (batch * ih + iy) * line;
+                    x.get(at..at + line)
+                })
+            };
+            let done = match (rows_kernel, row(0), row(1), row(2)) {
+                (true, Some(r0), Some(r1), Some(r2)) => {
+                    self.direct_rows::<3, 9>(w, [r0, r1, r2], interior.clone(), out);
+                    true
+                }
+                _ => false,
+            };
+            for (ox, pixel) in out.chunks_exact_mut(n).enumerate() {
+                if !(done && interior.contains(&ox)) {
+                    self.direct_pixel(w, x, [batch, oy, ox], pixel);
+                }
+            }
+        }
+    }
+
+    /// Output columns `oxs` of one output row, whose windows lie inside the image, from the
+    /// `ROWS` input rows under the window, each contributing `SPAN` contiguous values (kernel
+    /// columns x input channels). Output channel block by block, so that the block's weights
+    /// are read once per row; each input row's products go into their own accumulator, so that
+    /// the multiply-adds form `ROWS` short dependency chains rather than one long one.
+    fn direct_rows<const ROWS: usize, const SPAN: usize>(
+        &self,
+        w: &Window,
+        rows: [&[f32]; ROWS],
+        oxs: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        let (c, n) = (self.in_channels, self.out_channels);
+        let (stride, pad) = (w.stride[1], w.pad_before[1]);
+        for cb in (0..n).step_by(LANES) {
+            let weights: [[[f32; LANES]; SPAN]; ROWS] = std::array::from_fn(|r| {
+                std::array::from_fn(|j| lanes(&self.weights, (r * SPAN + j) * n + cb))
+            });
+            let bias = lanes(&self.bias, cb);
+            for ox in oxs.clone() {
+                let at = (ox * stride).saturating_sub(pad) * c;
+                let mut sums = [[0f32; LANES]; ROWS];
+                for ((row, weights), sum) in rows.iter().zip(&weights).zip(&mut sums) {
+                    let xs: [f32; SPAN] = row
+                        .get(at..at + SPAN)
+                        .and_then(|s| <[f32; SPAN]>::try_from(s).ok())
+                        .unwrap_or([0.0; SPAN]);
+                    for (x, wt) in xs.iter().zip(weights) {
+                        for l in 0..LANES {
+                            sum[l] = x.mul_add(wt[l], sum[l]);
+                        }
+                    }
+                }
+                let mut acc = bias;
+                for sum in &sums {
+                    for l in 0..LANES {
+                        acc[l] += sum[l];
+                    }
+                }
+                if let Some(o) = out.get_mut(ox * n + cb..ox * n + cb + LANES) {
+                    for (o, a) in o.iter_mut().zip(acc) {
+                        *o = clamp(a, self.lo, self.hi);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output pixel (`out_channels` values) at `[batch, oy, ox]`, skipping the products
+    /// that fall in the padding.
+    fn direct_pixel(&self, w: &Window, x: &[f32], [batch, oy, ox]: [usize; 3], out: &mut [f32]) {
+        let (c, n) = (self.in_channels, self.out_channels);
+        let [ih, iw] = w.input;
+        let [kh, kw] = w.kernel;
+        for cb in (0..n).step_by(LANES) {
+            let mut acc = lanes(&self.bias, cb);
+            for ky in 0..kh {
+                let Some(iy) = w.input_index(0, oy, ky) else {
+                    continue;
+                };
+                for kx in 0..kw {
+                    let Some(ix) = w.input_index(1, ox, kx) else {
+                        continue;
+                    };
+                    for ci in 0..c {
+                        let v = x
+                            .get(((batch * ih + iy) * iw + ix) * c + ci)
+                            .copied()
+                            .unwrap_or(0.0);
+                        let wt = lanes(&self.weights, ((ky * kw + kx) * c + ci) * n + cb);
+                        for j in 0..LANES {
+                            acc[j] = v.mul_add(wt[j], acc[j]);
+                        }
+                    }
+                }
+            }
+            if let Some(o) = out.get_mut(cb..cb + LANES) {
+                for (o, a) in o.iter_mut().zip(acc) {
+                    *o = clamp(a, self.lo, self.hi);
+                }
+            }
+        }
+    }
+}
+
 /// `a` clamped to `[lo, hi]`, written as comparisons so that it compiles to one vector max and
 /// one vector min (`f32::max` also has to handle NaN operands).
 #[inline(always)]
@@ -270,6 +417,13 @@ impl Kernel for GemmConv {
     /// Compute `y` (`pixels x out_channels`) from the channel-last input `x`, both row-major.
     fn compute(&self, x: &[f32], y: &mut [f32]) {
         let (k, n) = (self.depth(), self.out_channels);
+        if let Some(window) = &self.window
+            && k <= DIRECT_DEPTH
+            && n.is_multiple_of(LANES)
+        {
+            self.compute_direct(window, x, y);
+            return;
+        }
         let rows_per_block = (BLOCK_BYTES / 4 / n.max(k)).max(8);
         let mut patches = Vec::new();
         for (b, yb) in y.chunks_mut(rows_per_block * n).enumerate() {
@@ -369,16 +523,40 @@ mod tests {
     }
 
     /// A windowed convolution against a direct evaluation of its definition, with padding,
-    /// stride, dilation, a batch of 2 and blocks that split output rows (`BLOCK_BYTES`).
+    /// stride, dilation, a batch of 2 and blocks that split output rows (`BLOCK_BYTES`): through
+    /// im2col and `gemm`.
     #[test]
     fn windowed_matches_the_definition() {
-        let (n, ih, iw, c, o) = (2, 37, 45, 3, 5);
+        check_against_definition(3, 5, [37, 45], [19, 22], [1, 2]);
+    }
+
+    /// The direct path (`DIRECT_DEPTH`): 27 products with the registers kernel inside the image
+    /// and pixel by pixel at the edges (32 output channels, as CenterFace's stem; 16 with dilated
+    /// columns), and a 9-product window that goes pixel by pixel everywhere.
+    #[test]
+    fn direct_matches_the_definition() {
+        check_against_definition(3, 32, [37, 45], [19, 23], [1, 1]);
+        check_against_definition(3, 16, [20, 31], [9, 15], [2, 2]);
+        check_against_definition(1, 16, [9, 9], [5, 5], [1, 1]);
+    }
+
+    /// A 3x3 convolution with stride 2 and padding 1 from `c` to `o` channels on a batch of 2,
+    /// against the definition.
+    fn check_against_definition(
+        c: usize,
+        o: usize,
+        input: [usize; 2],
+        output: [usize; 2],
+        dilation: [usize; 2],
+    ) {
+        let n = 2;
+        let [ih, iw] = input;
         let window = Window {
-            input: [ih, iw],
-            output: [19, 22],
+            input,
+            output,
             kernel: [3, 3],
             stride: [2, 2],
-            dilation: [1, 2],
+            dilation,
             pad_before: [1, 1],
         };
         let w: Vec<f32> = (0..o * c * 9)
@@ -417,8 +595,8 @@ mod tests {
                         let mut want = bias[oc];
                         for ky in 0..3 {
                             for kx in 0..3 {
-                                let iy = (oy * 2 + ky) as isize - 1;
-                                let ix = (ox * 2 + kx * 2) as isize - 1;
+                                let iy = (oy * 2 + ky * dilation[0]) as isize - 1;
+                                let ix = (ox * 2 + kx * dilation[1]) as isize - 1;
                                 if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
                                     continue;
                                 }
@@ -432,7 +610,7 @@ mod tests {
                         let got = y[((b * oh + oy) * ow + ox) * o + oc];
                         assert!(
                             (got - want).abs() < 1e-3,
-                            "batch {b} ({oy}, {ox}) channel {oc}: {got} vs {want}"
+                            "{c} -> {o} channels, batch {b} ({oy}, {ox}) channel {oc}: {got} vs {want}"
                         );
                     }
                 }

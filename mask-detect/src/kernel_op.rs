@@ -25,6 +25,18 @@ pub(crate) trait Kernel {
     fn compute(&self, x: &[f32], y: &mut [f32]);
 }
 
+/// Channels accumulated together by the hand-written kernels: one AVX-512 register, two AVX2
+/// registers.
+pub(crate) const LANES: usize = 16;
+
+/// `LANES` values of `v` from `at` (zeros past its end, which the callers never reach).
+#[inline(always)]
+pub(crate) fn lanes(v: &[f32], at: usize) -> [f32; LANES] {
+    v.get(at..at + LANES)
+        .and_then(|s| <[f32; LANES]>::try_from(s).ok())
+        .unwrap_or([0.0; LANES])
+}
+
 /// Whether two parameter arrays hold the same values, bit for bit (so that `Eq` holds for ops
 /// with f32 parameters: a NaN equals itself, 0.0 and -0.0 differ).
 pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
