@@ -31,6 +31,11 @@ use crate::kernel_op::{Kernel, LANES, lanes, same_bits, tract_op};
 /// and its slice of the output stay in a 512 KiB L2 cache.
 const BAND_BYTES: usize = 192 * 1024;
 
+/// Largest expanded image (bytes of f32 activations, one image of the batch) for which
+/// [`ExpandDepthwiseProject`] runs its three steps over the whole image rather than row by row:
+/// the expanded image and the depthwise output then stay in a 1 MiB L2 cache.
+const WHOLE_BYTES: usize = 512 * 1024;
+
 /// Windows larger than this many taps are left to tract.
 pub(crate) const MAX_TAPS: usize = 49;
 
@@ -432,6 +437,40 @@ impl ExpandDepthwiseProject {
     }
 }
 
+impl ExpandDepthwiseProject {
+    /// Whether an image's expanded activations fit in `WHOLE_BYTES`, so that the block runs
+    /// as three whole-image steps rather than row by row.
+    fn whole_image(&self) -> bool {
+        let [ih, iw] = self.depthwise.window.input;
+        ih * iw * self.depthwise.channels * 4 <= WHOLE_BYTES
+    }
+
+    /// The block for small images: each of the three steps over the whole image at once, so
+    /// that each 1x1 convolution is one matrix product with a row per pixel instead of one
+    /// per image row (7 to 14 rows at the classifier's last blocks, too few to amortise
+    /// `gemm`'s packing of the weights).
+    fn compute_whole(&self, x: &[f32], y: &mut [f32]) {
+        let dw = &self.depthwise;
+        let [ih, iw] = dw.window.input;
+        let [oh, ow] = dw.window.output;
+        let (cin, c, o) = (
+            self.expand.in_channels(),
+            dw.channels,
+            self.project.out_channels(),
+        );
+        let mut expanded = vec![0f32; ih * iw * c];
+        let mut dw_out = vec![0f32; oh * ow * c];
+        for (xb, yb) in x
+            .chunks_exact(ih * iw * cin)
+            .zip(y.chunks_exact_mut(oh * ow * o))
+        {
+            self.expand.compute(xb, &mut expanded);
+            dw.compute_rows(&expanded, 0, 0..oh, &mut dw_out);
+            self.project.compute(&dw_out, yb);
+        }
+    }
+}
+
 impl Kernel for ExpandDepthwiseProject {
     const NAME: &'static str = "ExpandDepthwiseProject";
 
@@ -462,6 +501,10 @@ impl Kernel for ExpandDepthwiseProject {
     }
 
     fn compute(&self, x: &[f32], y: &mut [f32]) {
+        if self.whole_image() {
+            self.compute_whole(x, y);
+            return;
+        }
         let dw = &self.depthwise;
         let [ih, iw] = dw.window.input;
         let [oh, ow] = dw.window.output;
@@ -672,7 +715,14 @@ mod tests {
     /// The fused block against the three ops one after the other: stride 1 and 2, a batch of 2.
     #[test]
     fn block_matches_the_three_ops_in_turn() {
-        let (n, ih, iw, cin, c, o) = (2, 29, 23, 5, 20, 7);
+        // Small enough to run over the whole image at once, and large enough to run row by row.
+        check_block(2, 29, 23, 5, 20, 7, true);
+        check_block(2, 91, 75, 5, 20, 7, false);
+    }
+
+    /// The fused block against its three ops in turn, with stride 1 and 2, `whole` saying
+    /// which of its two paths the sizes take.
+    fn check_block(n: usize, ih: usize, iw: usize, cin: usize, c: usize, o: usize, whole: bool) {
         for stride in [1, 2] {
             let out = [(ih - 1) / stride + 1, (iw - 1) / stride + 1];
             let window = Window {
@@ -700,6 +750,7 @@ mod tests {
             let pw =
                 GemmConv::pointwise(&pw_w, o, c, vec![-0.25; o], f32::NEG_INFINITY, 3.0).unwrap();
             let fused = ExpandDepthwiseProject::new(ex.clone(), dw.clone(), pw.clone()).unwrap();
+            assert_eq!(fused.whole_image(), whole);
             let input = || {
                 tvec!(
                     Tensor::from_shape(&[n, ih, iw, cin], &x)
