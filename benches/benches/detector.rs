@@ -30,7 +30,7 @@ fn benches(c: &mut Criterion) {
     });
 
     let faces = detector.detect_faces(&medium.to_rgb8()).unwrap();
-    let crop = crop_face(&medium.to_rgb8(), &faces[0].bbox, 0.0);
+    let crop = crop_face(&medium.to_rgb8(), &faces[0].bbox, 0.0).unwrap();
     let one = vec![crop.clone()];
     let eight = vec![crop; 8];
     c.bench_function("classify/1", |b| {

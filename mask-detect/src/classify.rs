@@ -1,10 +1,10 @@
 //! Stage two: the MobileNetV2 mask classifier on each face crop.
 
-use image::imageops::FilterType;
-use image::{RgbImage, imageops};
+use image::RgbImage;
 use tract_onnx::prelude::*;
 
 use crate::plan::{PlanCache, nchw_tensor, run};
+use crate::resize::resize_region;
 use crate::{Error, Result};
 
 /// Side of the square classifier input.
@@ -106,9 +106,15 @@ impl MaskModel {
 }
 
 /// Cut a face out of `image` for the classifier: the box grown by `margin` (a fraction of its
-/// size on every side), clipped to the image, resized to 224x224.
-pub fn crop_face(image: &RgbImage, bbox: &[f32; 4], margin: f32) -> RgbImage {
+/// size on every side), clipped to the image, resized to 224x224. [`Error::Inference`] for an
+/// image without pixels.
+pub fn crop_face(image: &RgbImage, bbox: &[f32; 4], margin: f32) -> Result<RgbImage> {
     let (w, h) = image.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::Inference(
+            "cannot crop a face from an image without pixels".into(),
+        ));
+    }
     let (bw, bh) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
     let x1 = (bbox[0] - bw * margin).floor().clamp(0.0, (w - 1) as f32) as u32;
     let y1 = (bbox[1] - bh * margin).floor().clamp(0.0, (h - 1) as f32) as u32;
@@ -118,6 +124,5 @@ pub fn crop_face(image: &RgbImage, bbox: &[f32; 4], margin: f32) -> RgbImage {
     let y2 = (bbox[3] + bh * margin)
         .ceil()
         .clamp((y1 + 1) as f32, h as f32) as u32;
-    let crop = imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image();
-    imageops::resize(&crop, CROP_SIZE, CROP_SIZE, FilterType::Triangle)
+    resize_region(image, [x1, y1, x2 - x1, y2 - y1], CROP_SIZE, CROP_SIZE)
 }

@@ -1,9 +1,9 @@
 //! Stage one: CenterFace face detection.
 
 use image::RgbImage;
-use image::imageops::FilterType;
 
 use crate::plan::{PlanCache, nchw_tensor, run};
+use crate::resize::resize_region;
 use crate::{Config, Error, Result};
 
 /// A face as the detector sees it, before classification. Coordinates are in the original image.
@@ -36,7 +36,7 @@ impl FaceModel {
         let nh = ((h as f32 * scale).round() as u32).max(1);
         let cw = nw.div_ceil(32) * 32;
         let ch = nh.div_ceil(32) * 32;
-        let resized = image::imageops::resize(image, nw, nh, FilterType::Triangle);
+        let resized = resize_region(image, [0, 0, w, h], nw, nh)?;
         // The model wants RGB 0..255, unscaled, NCHW; the padding right and below stays zero.
         let plane = (cw * ch) as usize;
         let mut data = vec![0f32; 3 * plane];

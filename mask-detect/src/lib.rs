@@ -78,6 +78,7 @@ mod gemm_conv;
 mod head;
 mod kernel_op;
 mod plan;
+mod resize;
 mod rewrite;
 
 use std::path::Path;
@@ -241,7 +242,7 @@ impl Detector {
         let crops: Vec<RgbImage> = raw
             .iter()
             .map(|f| crop_face(&rgb, &f.bbox, self.config.crop_margin))
-            .collect();
+            .collect::<Result<_>>()?;
         let classified = self.classify_crops(&crops)?;
         let faces = raw
             .into_iter()

@@ -438,7 +438,7 @@ fn the_shipped_head_gives_the_softmax_and_ours_differs() {
     let faces = shipped.detect_faces(&rgb).unwrap();
     let crops: Vec<_> = faces
         .iter()
-        .map(|f| mask_detect::crop_face(&rgb, &f.bbox, shipped.config().crop_margin))
+        .map(|f| mask_detect::crop_face(&rgb, &f.bbox, shipped.config().crop_margin).unwrap())
         .collect();
     let a = shipped.classify_crops(&crops).unwrap();
     let b = detector().classify_crops(&crops).unwrap();

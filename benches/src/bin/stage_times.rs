@@ -69,7 +69,7 @@ fn main() {
 
     let faces = detector.detect_faces(&first).expect("detect_faces");
     let bbox = faces.first().expect("a face in the first image").bbox;
-    let crop = crop_face(&first, &bbox, detector.config().crop_margin);
+    let crop = crop_face(&first, &bbox, detector.config().crop_margin).expect("crop");
     for n in [1usize, 8] {
         let crops = vec![crop.clone(); n];
         let samples = time(reps, || {

@@ -226,7 +226,11 @@ fn process(
     let mut per_margin = Vec::with_capacity(margins.len());
     let mut shipped = vec![Vec::new(); boxes.len()];
     for &m in margins {
-        let crops: Vec<_> = boxes.iter().map(|b| crop_face(&rgb, &b.0, m)).collect();
+        let crops = boxes
+            .iter()
+            .map(|b| crop_face(&rgb, &b.0, m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
         let classified = detector.classify_crops(&crops).map_err(|e| fail(&e))?;
         for (s, c) in shipped.iter_mut().zip(&classified) {
             s.push(c.softmax_probability);
