@@ -402,6 +402,10 @@ tract_op!(DepthwisePointwise);
 /// live in a ring of as many rows as the depthwise kernel is high, each computed once; the
 /// depthwise output row goes straight into the projection. Neither the expanded activations
 /// (the largest tensors of both models) nor the depthwise output go through memory.
+///
+/// The "expansion" may also be a windowed convolution that [`GemmConv::direct_window`] computes
+/// row by row: both models' 3x3 stem, whose output (CenterFace's largest tensor, 15.6 MB at
+/// 800x608) then never goes through memory either.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExpandDepthwiseProject {
     expand: GemmConv,
@@ -410,24 +414,30 @@ pub(crate) struct ExpandDepthwiseProject {
 }
 
 impl ExpandDepthwiseProject {
-    /// Chain the three; the channel counts must agree, both 1x1 convolutions must be plain
-    /// (no window) and the depthwise one undilated vertically.
+    /// Chain the three; the channel counts must agree, the projection must be a plain 1x1
+    /// convolution, the expansion a plain 1x1 convolution or one computed directly whose output
+    /// has the depthwise input's size, and the depthwise one undilated vertically.
     pub(crate) fn new(
         expand: GemmConv,
         depthwise: Depthwise,
         project: GemmConv,
     ) -> TractResult<Self> {
+        let expansion_fits = match expand.window() {
+            None => true,
+            Some(w) => expand.direct_window().is_some() && w.output == depthwise.window.input,
+        };
         ensure!(
-            expand.is_pointwise()
+            expansion_fits
                 && project.is_pointwise()
                 && expand.out_channels() == depthwise.channels
                 && project.in_channels() == depthwise.channels
                 && depthwise.window.dilation[0] == 1,
-            "fused block: {} -> {} -> {} channels, {:?}",
+            "fused block: {} -> {} -> {} channels, {:?} after {:?}",
             expand.out_channels(),
             depthwise.channels,
             project.in_channels(),
-            depthwise.window
+            depthwise.window,
+            expand.window()
         );
         Ok(ExpandDepthwiseProject {
             expand,
@@ -435,14 +445,35 @@ impl ExpandDepthwiseProject {
             project,
         })
     }
-}
 
-impl ExpandDepthwiseProject {
+    /// Height and width of the block's input: the expansion's window input, or the depthwise
+    /// input after a 1x1 expansion.
+    fn input_size(&self) -> [usize; 2] {
+        self.expand
+            .window()
+            .map_or(self.depthwise.window.input, |w| w.input)
+    }
+
     /// Whether an image's expanded activations fit in `WHOLE_BYTES`, so that the block runs
     /// as three whole-image steps rather than row by row.
     fn whole_image(&self) -> bool {
         let [ih, iw] = self.depthwise.window.input;
         ih * iw * self.depthwise.channels * 4 <= WHOLE_BYTES
+    }
+
+    /// Expanded row `iy` of image `batch` (`width x channels`, the depthwise input's row) from
+    /// the block's whole input `x`.
+    fn expanded_row(&self, x: &[f32], batch: usize, iy: usize, dst: &mut [f32]) {
+        if self.expand.is_pointwise() {
+            let [ih, iw] = self.depthwise.window.input;
+            let line = iw * self.expand.in_channels();
+            let at = (batch * ih + iy) * line;
+            if let Some(src) = x.get(at..at + line) {
+                self.expand.compute(src, dst);
+            }
+        } else {
+            self.expand.compute_row(x, batch, iy, dst);
+        }
     }
 
     /// The block for small images: each of the three steps over the whole image at once, so
@@ -451,6 +482,7 @@ impl ExpandDepthwiseProject {
     /// `gemm`'s packing of the weights).
     fn compute_whole(&self, x: &[f32], y: &mut [f32]) {
         let dw = &self.depthwise;
+        let [xh, xw] = self.input_size();
         let [ih, iw] = dw.window.input;
         let [oh, ow] = dw.window.output;
         let (cin, c, o) = (
@@ -461,7 +493,7 @@ impl ExpandDepthwiseProject {
         let mut expanded = vec![0f32; ih * iw * c];
         let mut dw_out = vec![0f32; oh * ow * c];
         for (xb, yb) in x
-            .chunks_exact(ih * iw * cin)
+            .chunks_exact(xh * xw * cin)
             .zip(y.chunks_exact_mut(oh * ow * o))
         {
             self.expand.compute(xb, &mut expanded);
@@ -483,14 +515,13 @@ impl Kernel for ExpandDepthwiseProject {
 
     fn output_shape<D: DimLike>(&self, input: &[D]) -> TractResult<TVec<D>> {
         let w = &self.depthwise.window;
+        let [xh, xw] = self.input_size();
         ensure!(
             input.len() == 4
-                && input[1] == w.input[0].into()
-                && input[2] == w.input[1].into()
+                && input[1] == xh.into()
+                && input[2] == xw.into()
                 && input[3] == self.expand.in_channels().into(),
-            "fused block expects [batch, {}, {}, {}], got {input:?}",
-            w.input[0],
-            w.input[1],
+            "fused block expects [batch, {xh}, {xw}, {}], got {input:?}",
             self.expand.in_channels()
         );
         let mut shape: TVec<D> = input.into();
@@ -506,15 +537,11 @@ impl Kernel for ExpandDepthwiseProject {
             return;
         }
         let dw = &self.depthwise;
-        let [ih, iw] = dw.window.input;
+        let [_, iw] = dw.window.input;
         let [oh, ow] = dw.window.output;
         let kh = dw.window.kernel[0];
-        let (cin, c, o) = (
-            self.expand.in_channels(),
-            dw.channels,
-            self.project.out_channels(),
-        );
-        let (in_line, line) = (iw * cin, iw * c);
+        let (c, o) = (dw.channels, self.project.out_channels());
+        let line = iw * c;
         // Ring slot `iy % kh` holds expanded input row `iy`: the rows one output row needs are
         // consecutive, so they never share a slot.
         let mut ring = vec![0f32; kh * line];
@@ -534,15 +561,10 @@ impl Kernel for ExpandDepthwiseProject {
                             continue;
                         };
                         let slot = iy % kh;
-                        if ring_rows[slot] != Some(iy) {
-                            let at = (batch * ih + iy) * in_line;
-                            let (Some(src), Some(dst)) = (
-                                x.get(at..at + in_line),
-                                ring.get_mut(slot * line..(slot + 1) * line),
-                            ) else {
-                                continue;
-                            };
-                            self.expand.compute(src, dst);
+                        if ring_rows[slot] != Some(iy)
+                            && let Some(dst) = ring.get_mut(slot * line..(slot + 1) * line)
+                        {
+                            self.expanded_row(x, batch, iy, dst);
                             ring_rows[slot] = Some(iy);
                         }
                     }
@@ -716,13 +738,34 @@ mod tests {
     #[test]
     fn block_matches_the_three_ops_in_turn() {
         // Small enough to run over the whole image at once, and large enough to run row by row.
-        check_block(2, 29, 23, 5, 20, 7, true);
-        check_block(2, 91, 75, 5, 20, 7, false);
+        check_block(2, [29, 23], [5, 20, 7], false, true);
+        check_block(2, [91, 75], [5, 20, 7], false, false);
     }
 
-    /// The fused block against its three ops in turn, with stride 1 and 2, `whole` saying
-    /// which of its two paths the sizes take.
-    fn check_block(n: usize, ih: usize, iw: usize, cin: usize, c: usize, o: usize, whole: bool) {
+    /// The same with a 3x3 stride-2 convolution over 3 channels (computed directly) as the
+    /// "expansion", as both models' stems.
+    #[test]
+    fn stem_block_matches_the_three_ops_in_turn() {
+        check_block(2, [19, 15], [3, 16, 7], true, true);
+        check_block(1, [100, 90], [3, 16, 7], true, false);
+    }
+
+    /// The fused block against its three ops in turn, with a depthwise stride of 1 and 2, for
+    /// a depthwise input of `[ih, iw]` and `[cin, c, o]` channels; the expansion is a 3x3
+    /// stride-2 convolution over an input of `[2 ih - 1, 2 iw - 1]` if `stem`, 1x1 otherwise;
+    /// `whole` says which of the block's two paths the sizes take.
+    fn check_block(
+        n: usize,
+        [ih, iw]: [usize; 2],
+        [cin, c, o]: [usize; 3],
+        stem: bool,
+        whole: bool,
+    ) {
+        let (xh, xw) = if stem {
+            (2 * ih - 1, 2 * iw - 1)
+        } else {
+            (ih, iw)
+        };
         for stride in [1, 2] {
             let out = [(ih - 1) / stride + 1, (iw - 1) / stride + 1];
             let window = Window {
@@ -733,7 +776,8 @@ mod tests {
                 dilation: [1, 1],
                 pad_before: [1, 1],
             };
-            let ex_w: Vec<f32> = (0..c * cin)
+            let taps = if stem { 9 } else { 1 };
+            let ex_w: Vec<f32> = (0..c * cin * taps)
                 .map(|i| ((i * 7 % 11) as f32 - 5.0) / 6.0)
                 .collect();
             let dw_w: Vec<f32> = (0..c * 9)
@@ -742,10 +786,19 @@ mod tests {
             let pw_w: Vec<f32> = (0..o * c)
                 .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
                 .collect();
-            let x: Vec<f32> = (0..n * ih * iw * cin)
+            let x: Vec<f32> = (0..n * xh * xw * cin)
                 .map(|i| ((i * 17 % 29) as f32 - 14.0) / 5.0)
                 .collect();
-            let ex = GemmConv::pointwise(&ex_w, c, cin, vec![0.1; c], 0.0, 6.0).unwrap();
+            let stem_window = stem.then_some(Window {
+                input: [xh, xw],
+                output: [ih, iw],
+                kernel: [3, 3],
+                stride: [2, 2],
+                dilation: [1, 1],
+                pad_before: [1, 1],
+            });
+            let ex =
+                GemmConv::windowed(&ex_w, c, cin, stem_window, vec![0.1; c], 0.0, 6.0).unwrap();
             let dw = Depthwise::new(&dw_w, c, window, vec![0.5; c], 0.0, 6.0).unwrap();
             let pw =
                 GemmConv::pointwise(&pw_w, o, c, vec![-0.25; o], f32::NEG_INFINITY, 3.0).unwrap();
@@ -753,7 +806,7 @@ mod tests {
             assert_eq!(fused.whole_image(), whole);
             let input = || {
                 tvec!(
-                    Tensor::from_shape(&[n, ih, iw, cin], &x)
+                    Tensor::from_shape(&[n, xh, xw, cin], &x)
                         .unwrap()
                         .into_tvalue()
                 )

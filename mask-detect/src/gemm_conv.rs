@@ -192,6 +192,11 @@ impl GemmConv {
         self.window.is_none()
     }
 
+    /// The window, `None` for a 1x1 convolution.
+    pub(crate) fn window(&self) -> Option<&Window> {
+        self.window.as_ref()
+    }
+
     /// Inner dimension of the product: window taps times input channels.
     fn depth(&self) -> usize {
         self.window
@@ -244,38 +249,66 @@ impl GemmConv {
 
 /// The direct computation of small windowed convolutions (`DIRECT_DEPTH`).
 impl GemmConv {
-    /// Compute `y` (`[batch, out_height, out_width, out_channels]`) directly. Where the window
-    /// is three rows of nine contiguous values (a 3x3 window over 3 channels, columns not
-    /// dilated, as CenterFace's stem), rows whose window lies inside the image vertically go
-    /// through [`GemmConv::direct_rows`] for the columns whose window lies inside horizontally;
-    /// every other pixel is computed by [`GemmConv::direct_pixel`].
+    /// The window, when this convolution is computed directly (`DIRECT_DEPTH`): then
+    /// [`GemmConv::compute_row`] computes any one output row on its own.
+    pub(crate) fn direct_window(&self) -> Option<&Window> {
+        self.window
+            .as_ref()
+            .filter(|_| self.depth() <= DIRECT_DEPTH && self.out_channels.is_multiple_of(LANES))
+    }
+
+    /// Output row `oy` of image `batch` (`out_width x out_channels`) from the whole channel-last
+    /// input `x`, for a convolution computed directly ([`GemmConv::direct_window`]); for any
+    /// other, nothing is written.
+    pub(crate) fn compute_row(&self, x: &[f32], batch: usize, oy: usize, out: &mut [f32]) {
+        if let Some(w) = self.direct_window() {
+            self.direct_row(w, x, batch, oy, &w.interior_columns(), out);
+        }
+    }
+
+    /// Compute `y` (`[batch, out_height, out_width, out_channels]`) directly, row by row.
     fn compute_direct(&self, w: &Window, x: &[f32], y: &mut [f32]) {
+        let [oh, ow] = w.output;
+        let interior = w.interior_columns();
+        for (r, out) in y.chunks_exact_mut(ow * self.out_channels).enumerate() {
+            self.direct_row(w, x, r / oh, r % oh, &interior, out);
+        }
+    }
+
+    /// Output row `oy` of image `batch`. Where the window is three rows of nine contiguous
+    /// values (a 3x3 window over 3 channels, columns not dilated, as both models' stems) and the
+    /// row's window lies inside the image vertically, the `interior` columns go through
+    /// [`GemmConv::direct_rows`]; every other pixel through [`GemmConv::direct_pixel`].
+    fn direct_row(
+        &self,
+        w: &Window,
+        x: &[f32],
+        batch: usize,
+        oy: usize,
+        interior: &std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
         let (c, n) = (self.in_channels, self.out_channels);
         let [ih, iw] = w.input;
-        let [oh, ow] = w.output;
         let [kh, kw] = w.kernel;
         let line = iw * c;
-        let interior = w.interior_columns();
+        let row = |ky: usize| {
+            w.input_index(0, oy, ky).and_then(|iy| {
+                let at = (batch * ih + iy) * line;
+                x.get(at..at + line)
+            })
+        };
         let rows_kernel = kh == 3 && kw * c == 9 && w.dilation[1] == 1;
-        for (r, out) in y.chunks_exact_mut(ow * n).enumerate() {
-            let (batch, oy) = (r / oh, r % oh);
-            let row = |ky: usize| {
-                w.input_index(0, oy, ky).and_then(|iy| {
-                    let at = (batch * ih + iy) * line;
-                    x.get(at..at + line)
-                })
-            };
-            let done = match (rows_kernel, row(0), row(1), row(2)) {
-                (true, Some(r0), Some(r1), Some(r2)) => {
-                    self.direct_rows::<3, 9>(w, [r0, r1, r2], interior.clone(), out);
-                    true
-                }
-                _ => false,
-            };
-            for (ox, pixel) in out.chunks_exact_mut(n).enumerate() {
-                if !(done && interior.contains(&ox)) {
-                    self.direct_pixel(w, x, [batch, oy, ox], pixel);
-                }
+        let done = match (rows_kernel, row(0), row(1), row(2)) {
+            (true, Some(r0), Some(r1), Some(r2)) => {
+                self.direct_rows::<3, 9>(w, [r0, r1, r2], interior.clone(), out);
+                true
+            }
+            _ => false,
+        };
+        for (ox, pixel) in out.chunks_exact_mut(n).enumerate() {
+            if !(done && interior.contains(&ox)) {
+                self.direct_pixel(w, x, [batch, oy, ox], pixel);
             }
         }
     }
@@ -417,10 +450,7 @@ impl Kernel for GemmConv {
     /// Compute `y` (`pixels x out_channels`) from the channel-last input `x`, both row-major.
     fn compute(&self, x: &[f32], y: &mut [f32]) {
         let (k, n) = (self.depth(), self.out_channels);
-        if let Some(window) = &self.window
-            && k <= DIRECT_DEPTH
-            && n.is_multiple_of(LANES)
-        {
+        if let Some(window) = self.direct_window() {
             self.compute_direct(window, x, y);
             return;
         }

@@ -417,11 +417,16 @@ fn conv_patch(
         &info.weights,
         info.out_channels,
         info.in_channels,
-        Some(info.window),
-        info.e.bias,
+        Some(info.window.clone()),
+        info.e.bias.clone(),
         info.e.lo,
         info.e.hi,
     )?;
+    if op.direct_window().is_some()
+        && let Some(patch) = stem_block_patch(model, node, &info, &op)?
+    {
+        return Ok(Some(patch));
+    }
     replacement(
         model,
         &node.name,
@@ -430,6 +435,56 @@ fn conv_patch(
         Box::new(op),
         &info.after,
         info.e.last,
+    )
+    .map(Some)
+}
+
+/// A convolution computed directly (both models' 3x3 stem), the depthwise convolution that alone
+/// consumes it and the 1x1 convolution after that, as one [`ExpandDepthwiseProject`] whose
+/// "expansion" is the stem: the stem's output (the largest tensor of both models) never goes
+/// through memory. `None` when the stem is not followed by that pair.
+fn stem_block_patch(
+    model: &TypedModel,
+    node: &TypedNode,
+    stem: &ConvInfo,
+    op: &GemmConv,
+) -> TractResult<Option<TypedModelPatch>> {
+    if model.output_outlets()?.contains(&stem.e.last) {
+        return Ok(None);
+    }
+    let [succ] = model.outlet_successors(stem.e.last) else {
+        return Ok(None);
+    };
+    let dw_node = model.node(succ.node);
+    let Some(conv) = dw_node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let Some(dw) = conv_info(model, dw_node, conv)? else {
+        return Ok(None);
+    };
+    if !dw.depthwise
+        || dw.data != stem.e.last
+        || dw.window.dilation[0] != 1
+        || dw.window.input != stem.window.output
+    {
+        return Ok(None);
+    }
+    let Some(project) = next_pointwise(model, dw.e.last)? else {
+        return Ok(None);
+    };
+    if !project.batched_output && stem.batch != 1 {
+        return Ok(None);
+    }
+    let after = pointwise_output_moves(&project);
+    let fused = ExpandDepthwiseProject::new(op.clone(), dw.depthwise_op()?, project.op)?;
+    replacement(
+        model,
+        &node.name,
+        stem.data,
+        &stem.before,
+        Box::new(fused),
+        &after,
+        project.last,
     )
     .map(Some)
 }
