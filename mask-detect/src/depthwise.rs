@@ -1,20 +1,26 @@
 //! Depthwise convolutions run channel-last, vectorised over channels.
 //!
 //! MobileNet-style models follow each 1x1 expansion with a depthwise 3x3 convolution: every
-//! channel convolved with its own kernel. [`Depthwise`] computes one output pixel at a time,
-//! 16 channels at a time in a fixed-size accumulator that the compiler keeps in vector registers,
-//! over the taps of the window that fall inside the image (the padding contributes nothing, so it
-//! is skipped rather than materialised). The bias and the activation that follow (ReLU, ReLU6) are
-//! applied before the pixel is stored, so they cost no extra pass over the tensor.
+//! channel convolved with its own kernel. [`Depthwise`] computes an output row at a time. For
+//! the pixels whose window lies inside the image and a channel count that is a multiple of 16,
+//! it goes channel block by channel block (16 channels, one AVX-512 register): the block's nine
+//! weight vectors stay in registers across the whole row, and the products go into three
+//! accumulators, so that the fused multiply-adds form three short dependency chains rather than
+//! one of nine (CenterFace at 800x608: ~58 -> ~49 ms for the whole model, PERFORMANCE.md). The
+//! pixels at the left and right edges, and other channel counts, go pixel by pixel over the taps
+//! that fall inside the image (the padding contributes nothing, so it is skipped rather than
+//! materialised). The bias and the activation that follow (ReLU, ReLU6) are applied before a
+//! pixel is stored, so they cost no extra pass over the tensor.
 //!
-//! On its own this is no faster than tract's depthwise kernel: both are bound by memory traffic.
-//! What it buys is fusion with its neighbours, which keeps the largest tensors of both models in
-//! cache instead of writing them out and reading them back:
+//! Fusion with its neighbours keeps the largest tensors of both models in cache instead of
+//! writing them out and reading them back:
 //! - [`ExpandDepthwiseProject`], a whole MobileNetV2 block but its residual add: the 1x1
 //!   expansion computed row by row into a ring of as many rows as the kernel is high, the
-//!   depthwise convolution over that ring, the 1x1 projection of each band of its output;
-//! - [`DepthwisePointwise`], for a depthwise convolution not preceded by an expansion (the first
-//!   block): the depthwise output computed band by band and projected while in cache.
+//!   depthwise convolution over that ring, the 1x1 projection of each band of its output. For
+//!   small images (the expanded image within 512 KiB) the three steps run over the whole image
+//!   instead. Its "expansion" may also be the models' 3x3 stem, computed row by row;
+//! - [`DepthwisePointwise`], for a depthwise convolution preceded by neither: the depthwise
+//!   output computed band by band and projected while in cache.
 //!
 //! [`crate::rewrite`] puts the fused ops into tract's models.
 

@@ -8,6 +8,9 @@
 //! it, and wires tract `MoveAxis` ops around it to go from channel-first to channel-last and back:
 //! - a 1x1 expansion, the depthwise convolution over its output and the 1x1 projection after that
 //!   (a MobileNetV2 block but its residual add) become one [`ExpandDepthwiseProject`];
+//! - so do a small windowed convolution that [`GemmConv`] computes directly (both models' 3x3
+//!   stem over the RGB input), the depthwise convolution over its output and the 1x1 projection
+//!   after that, the stem standing in for the expansion;
 //! - a depthwise convolution followed by a 1x1 one, without an expansion before, becomes a
 //!   [`DepthwisePointwise`];
 //! - any other 1x1 or dense convolution becomes a [`GemmConv`].

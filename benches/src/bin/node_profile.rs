@@ -24,6 +24,7 @@ use tract_onnx::prelude::*;
 use benches as _;
 
 fn main() {
+    benches::keep_freed_memory();
     let mut reps = 10usize;
     let mut top = 15usize;
     let mut transforms: Vec<String> = Vec::new();
