@@ -18,7 +18,7 @@
 //! A windowed convolution with few products per output value (`DIRECT_DEPTH`: both models' 3x3
 //! stem over 3 channels, 27) is computed directly instead, row by row, with its weights held in
 //! registers: im2col would gather nine floats at a time for a product only 27 deep
-//! (CenterFace's stem at 800x608: 6.0 ms through im2col and `gemm`, 1.9 ms directly). Computed
+//! (CenterFace's stem at 800x608: 4.2-6.2 ms through im2col and `gemm`, 1.9 ms directly). Computed
 //! by rows, it can also feed [`crate::depthwise::ExpandDepthwiseProject`] in place of a 1x1
 //! expansion.
 //!
