@@ -31,7 +31,7 @@ use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
 
 use crate::gemm_conv::{GemmConv, Window, clamp};
-use crate::kernel_op::{Kernel, LANES, lanes, same_bits, tract_op};
+use crate::kernel_op::{Kernel, LANES, lanes, same_bits, store_sum, tract_op};
 
 /// Bytes of depthwise output computed per band before the 1x1 convolution consumes it: the band
 /// and its slice of the output stay in a 512 KiB L2 cache.
@@ -144,13 +144,10 @@ impl Depthwise {
     pub(crate) fn compute_row(&self, in_rows: &[Option<&[f32]>], out: &mut [f32]) {
         let c = self.channels;
         let w = &self.window;
-        let [_, iw] = w.input;
         let [_, kw] = w.kernel;
-        // (weights offset, input row, offset in the row) of each tap inside the image, for a
-        // pixel near the left or right edge.
-        let mut taps: [(usize, &[f32], usize); MAX_TAPS] = [(0, &[], 0); MAX_TAPS];
-        // The same for a pixel whose window lies inside the image horizontally, relative to the
-        // window's first column: the same for every such pixel of the row.
+        // (weights offset, input row, offset relative to the window's first column) of each tap
+        // inside the image vertically: the same for every pixel whose window lies inside the
+        // image horizontally.
         let mut row_taps: [(usize, &[f32], usize); MAX_TAPS] = [(0, &[], 0); MAX_TAPS];
         let mut row_count = 0;
         for (ky, row) in in_rows.iter().enumerate() {
@@ -162,42 +159,23 @@ impl Depthwise {
                 }
             }
         }
-        // Output columns whose window lies inside the image horizontally.
+        // Output columns whose window lies inside the image horizontally: the row kernel where
+        // it applies, pixel by pixel otherwise; the columns at the edges pixel by pixel.
         let interior = w.interior_columns();
-        if !interior.is_empty() && c.is_multiple_of(LANES) {
-            let done = match row_count {
+        let done = !interior.is_empty()
+            && c.is_multiple_of(LANES)
+            && match row_count {
                 9 => self.interior::<9>(&row_taps, interior.clone(), out),
                 6 => self.interior::<6>(&row_taps, interior.clone(), out),
                 3 => self.interior::<3>(&row_taps, interior.clone(), out),
                 _ => false,
             };
-            if done {
-                for ox in (0..interior.start).chain(interior.end..out.len() / c) {
-                    self.edge_pixel(in_rows, ox, &mut out[ox * c..(ox + 1) * c]);
-                }
-                return;
-            }
-        }
         for (ox, out) in out.chunks_exact_mut(c).enumerate() {
-            match (ox * w.stride[1]).checked_sub(w.pad_before[1]) {
-                Some(ix0) if ix0 + (kw - 1) * w.dilation[1] < iw => {
-                    self.pixel(&row_taps[..row_count], ix0 * c, out);
-                }
-                _ => {
-                    let mut count = 0;
-                    for (ky, row) in in_rows.iter().enumerate() {
-                        let Some(row) = row else { continue };
-                        for kx in 0..kw {
-                            if let Some(ix) = w.input_index(1, ox, kx)
-                                && let Some(tap) = taps.get_mut(count)
-                            {
-                                *tap = ((ky * kw + kx) * c, row, ix * c);
-                                count += 1;
-                            }
-                        }
-                    }
-                    self.pixel(&taps[..count], 0, out);
-                }
+            if !interior.contains(&ox) {
+                self.edge_pixel(in_rows, ox, out);
+            } else if !done {
+                let ix0 = (ox * w.stride[1]).saturating_sub(w.pad_before[1]);
+                self.pixel(&row_taps[..row_count], ix0 * c, out);
             }
         }
     }
@@ -234,17 +212,7 @@ impl Depthwise {
                         sum[j] = xs[j].mul_add(w[j], sum[j]);
                     }
                 }
-                let mut acc = bias;
-                for sum in &sums {
-                    for j in 0..LANES {
-                        acc[j] += sum[j];
-                    }
-                }
-                if let Some(o) = out.get_mut(ox * c + cb..ox * c + cb + LANES) {
-                    for (o, a) in o.iter_mut().zip(acc) {
-                        *o = clamp(a, lo, hi);
-                    }
-                }
+                store_sum(out, ox * c + cb, bias, &sums, lo, hi);
             }
         }
         true

@@ -30,7 +30,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
 
-use crate::kernel_op::{Kernel, LANES, lanes, same_bits, tract_op};
+use crate::kernel_op::{Kernel, LANES, lanes, same_bits, store_sum, tract_op};
 
 /// Bytes of output computed per block: the block, its input rows and the packed weights stay
 /// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
@@ -75,19 +75,16 @@ impl Window {
     /// The output columns whose window lies inside the image horizontally, clear of the
     /// padding (a contiguous range, empty if there is none).
     pub(crate) fn interior_columns(&self) -> std::ops::Range<usize> {
-        let inside = |ox: usize| {
-            (ox * self.stride[1])
-                .checked_sub(self.pad_before[1])
-                .is_some_and(|ix0| ix0 + (self.kernel[1] - 1) * self.dilation[1] < self.input[1])
+        // Column `ox` is inside when `pad <= ox * stride` and
+        // `ox * stride - pad + span < width`, `span` being the window's extent less one.
+        let (stride, pad) = (self.stride[1], self.pad_before[1]);
+        let span = (self.kernel[1] - 1) * self.dilation[1];
+        let first = pad.div_ceil(stride);
+        let end = match (self.input[1] + pad).checked_sub(span + 1) {
+            Some(last_start) => (last_start / stride + 1).min(self.output[1]),
+            None => 0,
         };
-        let mut columns = 0..self.output[1];
-        match (
-            columns.clone().find(|&o| inside(o)),
-            columns.rfind(|&o| inside(o)),
-        ) {
-            (Some(first), Some(last)) => first..last + 1,
-            _ => 0..0,
-        }
+        if first < end { first..end } else { 0..0 }
     }
 }
 
@@ -353,17 +350,7 @@ impl GemmConv {
                         }
                     }
                 }
-                let mut acc = bias;
-                for sum in &sums {
-                    for l in 0..LANES {
-                        acc[l] += sum[l];
-                    }
-                }
-                if let Some(o) = out.get_mut(ox * n + cb..ox * n + cb + LANES) {
-                    for (o, a) in o.iter_mut().zip(acc) {
-                        *o = clamp(a, self.lo, self.hi);
-                    }
-                }
+                store_sum(out, ox * n + cb, bias, &sums, self.lo, self.hi);
             }
         }
     }
@@ -396,11 +383,7 @@ impl GemmConv {
                     }
                 }
             }
-            if let Some(o) = out.get_mut(cb..cb + LANES) {
-                for (o, a) in o.iter_mut().zip(acc) {
-                    *o = clamp(a, self.lo, self.hi);
-                }
-            }
+            store_sum(out, cb, acc, &[], self.lo, self.hi);
         }
     }
 }
@@ -653,6 +636,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `interior_columns` is exactly the set of columns whose window is clear of the padding,
+    /// for widths, kernels, strides, dilations and paddings around the models' own.
+    #[test]
+    fn interior_columns_are_the_columns_clear_of_the_padding() {
+        for iw in 1..12 {
+            for (k, stride, dilation, pad) in window_shapes() {
+                let ow = (iw + 2 * pad).saturating_sub((k - 1) * dilation + 1) / stride + 1;
+                let window = Window {
+                    input: [1, iw],
+                    output: [1, ow],
+                    kernel: [1, k],
+                    stride: [1, stride],
+                    dilation: [1, dilation],
+                    pad_before: [0, pad],
+                };
+                let want: Vec<usize> = (0..ow)
+                    .filter(|&ox| {
+                        (0..k).all(|kx| {
+                            (ox * stride + kx * dilation)
+                                .checked_sub(pad)
+                                .is_some_and(|ix| ix < iw)
+                        })
+                    })
+                    .collect();
+                let got: Vec<usize> = window.interior_columns().collect();
+                assert_eq!(got, want, "{window:?}");
+            }
+        }
+    }
+
+    /// (kernel, stride, dilation, padding) combinations for the test above.
+    fn window_shapes() -> Vec<(usize, usize, usize, usize)> {
+        let mut all = Vec::new();
+        for k in 1..4 {
+            for stride in 1..4 {
+                for dilation in 1..3 {
+                    for pad in 0..3 {
+                        all.push((k, stride, dilation, pad));
+                    }
+                }
+            }
+        }
+        all
     }
 
     #[test]

@@ -37,6 +37,31 @@ pub(crate) fn lanes(v: &[f32], at: usize) -> [f32; LANES] {
         .unwrap_or([0.0; LANES])
 }
 
+/// `bias` plus each of `sums`, clamped to `[lo, hi]`, into `out[at..at + LANES]` (nothing past
+/// the end of `out`, which the callers never reach): how the hand-written kernels finish a block
+/// of `LANES` output channels.
+#[inline(always)]
+pub(crate) fn store_sum(
+    out: &mut [f32],
+    at: usize,
+    bias: [f32; LANES],
+    sums: &[[f32; LANES]],
+    lo: f32,
+    hi: f32,
+) {
+    let mut acc = bias;
+    for sum in sums {
+        for j in 0..LANES {
+            acc[j] += sum[j];
+        }
+    }
+    if let Some(o) = out.get_mut(at..at + LANES) {
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = crate::gemm_conv::clamp(a, lo, hi);
+        }
+    }
+}
+
 /// Whether two parameter arrays hold the same values, bit for bit (so that `Eq` holds for ops
 /// with f32 parameters: a NaN equals itself, 0.0 and -0.0 differ).
 pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {

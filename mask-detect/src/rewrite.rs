@@ -442,6 +442,32 @@ fn conv_patch(
     .map(Some)
 }
 
+/// The depthwise convolution (undilated vertically) that alone consumes `outlet`, and the 1x1
+/// convolution that alone consumes its output: the tail of a block that [`block_patch`] and
+/// [`stem_block_patch`] fuse with what produced `outlet`.
+fn depthwise_pointwise_after(
+    model: &TypedModel,
+    outlet: OutletId,
+) -> TractResult<Option<(ConvInfo, Pointwise)>> {
+    if model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let [succ] = model.outlet_successors(outlet) else {
+        return Ok(None);
+    };
+    let dw_node = model.node(succ.node);
+    let Some(conv) = dw_node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let Some(dw) = conv_info(model, dw_node, conv)? else {
+        return Ok(None);
+    };
+    if !dw.depthwise || dw.data != outlet || dw.window.dilation[0] != 1 {
+        return Ok(None);
+    }
+    Ok(next_pointwise(model, dw.e.last)?.map(|project| (dw, project)))
+}
+
 /// A convolution computed directly (both models' 3x3 stem), the depthwise convolution that alone
 /// consumes it and the 1x1 convolution after that, as one [`ExpandDepthwiseProject`] whose
 /// "expansion" is the stem: the stem's output (the largest tensor of both models) never goes
@@ -452,30 +478,10 @@ fn stem_block_patch(
     stem: &ConvInfo,
     op: &GemmConv,
 ) -> TractResult<Option<TypedModelPatch>> {
-    if model.output_outlets()?.contains(&stem.e.last) {
-        return Ok(None);
-    }
-    let [succ] = model.outlet_successors(stem.e.last) else {
+    let Some((dw, project)) = depthwise_pointwise_after(model, stem.e.last)? else {
         return Ok(None);
     };
-    let dw_node = model.node(succ.node);
-    let Some(conv) = dw_node.op_as::<Conv>() else {
-        return Ok(None);
-    };
-    let Some(dw) = conv_info(model, dw_node, conv)? else {
-        return Ok(None);
-    };
-    if !dw.depthwise
-        || dw.data != stem.e.last
-        || dw.window.dilation[0] != 1
-        || dw.window.input != stem.window.output
-    {
-        return Ok(None);
-    }
-    let Some(project) = next_pointwise(model, dw.e.last)? else {
-        return Ok(None);
-    };
-    if !project.batched_output && stem.batch != 1 {
+    if dw.window.input != stem.window.output || !project.batched_output && stem.batch != 1 {
         return Ok(None);
     }
     let after = pointwise_output_moves(&project);
@@ -549,23 +555,7 @@ fn block_patch(
     node: &TypedNode,
     expand: &Pointwise,
 ) -> TractResult<Option<TypedModelPatch>> {
-    if model.output_outlets()?.contains(&expand.last) {
-        return Ok(None);
-    }
-    let [succ] = model.outlet_successors(expand.last) else {
-        return Ok(None);
-    };
-    let dw_node = model.node(succ.node);
-    let Some(conv) = dw_node.op_as::<Conv>() else {
-        return Ok(None);
-    };
-    let Some(info) = conv_info(model, dw_node, conv)? else {
-        return Ok(None);
-    };
-    if !info.depthwise || info.data != expand.last || info.window.dilation[0] != 1 {
-        return Ok(None);
-    }
-    let Some(project) = next_pointwise(model, info.e.last)? else {
+    let Some((info, project)) = depthwise_pointwise_after(model, expand.last)? else {
         return Ok(None);
     };
     // The expansion's input, channel-last with a batch axis.
