@@ -44,6 +44,25 @@ const BLOCK_BYTES: usize = 256 * 1024;
 /// otherwise gather nine floats at a time and multiply matrices only 27 deep.
 const DIRECT_DEPTH: usize = 27;
 
+/// `gemm`'s threshold for repacking the weights, in micro-kernel columns (6 output pixels each):
+/// its largest value, so a product over up to 1,536 pixels reads the weights where they are.
+///
+/// `gemm` sees our row-major `pixels x out_channels` output as its transpose, so its left-hand
+/// operand is the weight matrix, already laid out the way its kernel reads it (`out_channels`
+/// contiguous for each input channel) whenever `out_channels` is a multiple of 16. By default it
+/// still copies the weights into a packed buffer on every call over more than 48 pixels: for
+/// the classifier (7x7 and 14x14 blocks whose weights are up to 1.6 MB, one product per image)
+/// that copy was 8% of the run (`perf`, PERFORMANCE.md, sixth session). With out_channels not a
+/// multiple of 16 `gemm` packs whatever this says.
+const GEMM_LHS_PACKING_THRESHOLD: usize = 256;
+
+/// Set [`GEMM_LHS_PACKING_THRESHOLD`]. `gemm` keeps it in a process-wide atomic: every
+/// [`GemmConv`] sets it when built, before any product runs.
+fn tune_gemm() {
+    static TUNED: std::sync::Once = std::sync::Once::new();
+    TUNED.call_once(|| gemm::set_lhs_packing_threshold_single_thread(GEMM_LHS_PACKING_THRESHOLD));
+}
+
 /// The sliding window of a convolution larger than 1x1, over a channel-last input
 /// `[batch, in_height, in_width, in_channels]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +179,7 @@ impl GemmConv {
                 "convolution: degenerate window {w:?}"
             );
         }
+        tune_gemm();
         // From [o][i][tap] to [tap][i][o].
         let mut weights = vec![0f32; weights_oihw.len()];
         for o in 0..out_channels {
