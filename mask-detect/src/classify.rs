@@ -3,7 +3,7 @@
 use image::RgbImage;
 use tract_onnx::prelude::*;
 
-use crate::plan::{PlanCache, nchw_tensor, run};
+use crate::plan::{PlanCache, run, tensor};
 use crate::resize::resize_region;
 use crate::{Error, Result};
 
@@ -54,25 +54,19 @@ impl MaskModel {
 
     fn run_batch(&self, crops: &[RgbImage]) -> Result<Vec<Classified>> {
         let side = CROP_SIZE as usize;
-        let plane = side * side;
-        let mut data = vec![0f32; crops.len() * 3 * plane];
-        for (b, crop) in crops.iter().enumerate() {
+        // Channel-last, as the plan takes it: the crops' pixels in order, scaled to [-1, 1].
+        let mut data = Vec::with_capacity(crops.len() * side * side * 3);
+        for crop in crops {
             if crop.dimensions() != (CROP_SIZE, CROP_SIZE) {
                 return Err(Error::Inference(format!(
                     "crop is {:?}, expected {CROP_SIZE}x{CROP_SIZE}",
                     crop.dimensions()
                 )));
             }
-            let base = b * 3 * plane;
-            for (i, p) in crop.pixels().enumerate() {
-                for c in 0..3 {
-                    data[base + c * plane + i] = p[c] as f32 / 127.5 - 1.0;
-                }
-            }
+            data.extend(crop.as_raw().iter().map(|&p| f32::from(p) / 127.5 - 1.0));
         }
-        let shape = [crops.len(), 3, side, side];
-        let input = nchw_tensor(shape, data)?;
-        let plan = self.plans.plan(&shape)?;
+        let input = tensor([crops.len(), side, side, 3], data)?;
+        let plan = self.plans.plan(&[crops.len(), 3, side, side])?;
         let outputs = run(&plan, input)?;
         let probs = outputs
             .first()

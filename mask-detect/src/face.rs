@@ -2,7 +2,7 @@
 
 use image::RgbImage;
 
-use crate::plan::{PlanCache, nchw_tensor, run};
+use crate::plan::{PlanCache, run, tensor};
 use crate::resize::resize_region;
 use crate::{Config, Error, Result};
 
@@ -37,18 +37,20 @@ impl FaceModel {
         let cw = nw.div_ceil(32) * 32;
         let ch = nh.div_ceil(32) * 32;
         let resized = resize_region(image, [0, 0, w, h], nw, nh)?;
-        // The model wants RGB 0..255, unscaled, NCHW; the padding right and below stays zero.
-        let plane = (cw * ch) as usize;
-        let mut data = vec![0f32; 3 * plane];
-        for (x, y, p) in resized.enumerate_pixels() {
-            let i = (y * cw + x) as usize;
-            data[i] = p[0] as f32;
-            data[plane + i] = p[1] as f32;
-            data[2 * plane + i] = p[2] as f32;
+        // The model wants RGB 0..255, unscaled; the plan takes it channel-last, so each resized
+        // row goes in as it is, converted. The padding right and below stays zero.
+        let (cw, ch, nw) = (cw as usize, ch as usize, nw as usize);
+        let mut data = vec![0f32; ch * cw * 3];
+        for (row, pixels) in data
+            .chunks_exact_mut(cw * 3)
+            .zip(resized.as_raw().chunks_exact(nw * 3))
+        {
+            for (v, &p) in row.iter_mut().zip(pixels) {
+                *v = f32::from(p);
+            }
         }
-        let shape = [1, 3, ch as usize, cw as usize];
-        let input = nchw_tensor(shape, data)?;
-        let plan = self.plans.plan(&shape)?;
+        let input = tensor([1, ch, cw, 3], data)?;
+        let plan = self.plans.plan(&[1, 3, ch, cw])?;
         let outputs = run(&plan, input)?;
         if outputs.len() < 4 {
             return Err(Error::Inference(format!(

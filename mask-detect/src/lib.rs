@@ -102,6 +102,9 @@ pub use head::{HEAD_FORMAT, LinearHead, MaskHead};
 /// every rewrite and optimisation this crate applies. For profiling tools (the `benches` crate's
 /// `node_profile` times it node by node); detection itself never needs it.
 ///
+/// `shape` is the ONNX file's input layout, `[batch, channels, height, width]`; the returned
+/// model takes the same values channel-last, `[batch, height, width, channels]`.
+///
 /// # Errors
 ///
 /// [`Error::ModelInvalid`] if tract cannot parse or optimise the model for `shape`.

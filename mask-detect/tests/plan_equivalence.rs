@@ -49,7 +49,10 @@ fn assert_same_outputs(path: &str, input: Tensor) {
     assert_eq!(count("DepthWiseConv"), 0, "{path}: tract depthwise left");
     let ours = ours.into_runnable().unwrap();
     let reference = tract_reference(path, &shape);
-    let got = ours.run(tvec!(input.clone().into())).unwrap();
+    // Ours takes the input channel-last.
+    let got = ours
+        .run(tvec!(input.moved_axis(1, 3).unwrap().into()))
+        .unwrap();
     let want = reference.run(tvec!(input.into())).unwrap();
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -75,6 +75,13 @@ fn main() {
             .into_runnable()
             .expect("runnable plan")
     };
+    // Ours takes its input channel-last: the plan's own input shape.
+    let shape: Vec<usize> = plan
+        .model()
+        .input_fact(0)
+        .ok()
+        .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
+        .expect("concrete input shape");
     let n: usize = shape.iter().product();
     let input = Tensor::from_shape(
         &shape,
