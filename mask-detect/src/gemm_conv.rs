@@ -73,6 +73,17 @@ const CHANNEL_BLOCK: usize = 64;
 /// per block instead of one in all, for products of only 196 pixels).
 const BLOCKED_WEIGHTS: usize = 64 * 1024;
 
+/// How many rows of `out_channels` biases the epilogue adds at once: the fewest whose values
+/// fill whole vectors of `LANES` and number at least 256 (four times the epilogue loop's unrolled
+/// 64 values).
+fn bias_rows(out_channels: usize) -> usize {
+    let mut rows = 1;
+    while !(rows * out_channels).is_multiple_of(LANES) || rows * out_channels < 256 {
+        rows += 1;
+    }
+    rows
+}
+
 /// Set [`GEMM_LHS_PACKING_THRESHOLD`]. `gemm` keeps it in a process-wide atomic: every
 /// [`GemmConv`] sets it when built, before any product runs.
 fn tune_gemm() {
@@ -138,7 +149,10 @@ pub(crate) struct GemmConv {
     /// Output channels per block of `weights` and per `gemm` product: [`CHANNEL_BLOCK`] for
     /// matrices of at least [`BLOCKED_WEIGHTS`] values, `out_channels` (one block) otherwise.
     channel_block: usize,
-    /// One bias per output channel.
+    /// One bias per output channel, repeated for as many rows as [`bias_rows`] says: the
+    /// epilogue after each product then adds it over several rows at once, in full vectors,
+    /// instead of row by row (a 24-channel row is one 16-wide and one 8-wide vector, then the
+    /// loop's overhead).
     bias: Arc<[f32]>,
     in_channels: usize,
     out_channels: usize,
@@ -229,7 +243,7 @@ impl GemmConv {
         Ok(GemmConv {
             weights: weights.into(),
             channel_block,
-            bias: bias.into(),
+            bias: bias.repeat(bias_rows(out_channels)).into(),
             in_channels,
             out_channels,
             window,
@@ -554,8 +568,9 @@ impl Kernel for GemmConv {
                     );
                 }
             }
-            for row in yb.chunks_exact_mut(n) {
-                for (v, b) in row.iter_mut().zip(self.bias.iter()) {
+            // `yb` starts at a row, and `bias` is whole rows of biases: each chunk lines up.
+            for chunk in yb.chunks_mut(self.bias.len()) {
+                for (v, b) in chunk.iter_mut().zip(self.bias.iter()) {
                     *v = clamp(*v + b, self.lo, self.hi);
                 }
             }
