@@ -192,6 +192,9 @@ fn einsum_layout(expr: &str) -> Option<(Vec<AxisOp>, Vec<AxisOp>, bool)> {
     Some(match expr {
         "IHW,OI->OHW" => (vec![Move(0, 2)], vec![Move(2, 0)], false),
         "NIHW,OI->NOHW" => (vec![Move(1, 3)], vec![Move(3, 1)], false),
+        // One output channel (CenterFace's heatmap): the weights are a vector, the output
+        // channel axis is added by the einsum.
+        "NIHW,I->NOHW" => (vec![Move(1, 3)], vec![Move(3, 1)], false),
         "NIHW,OI->OHW" => (vec![Move(1, 3)], vec![Rm(0), Move(2, 0)], true),
         "IHW,OI->NOHW" => (vec![Move(0, 2)], vec![Move(2, 0), Add(0)], false),
         _ => return None,
@@ -239,7 +242,9 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Pointwi
         return Ok(None);
     };
     let (out_channels, in_channels) = match konst.shape() {
-        [o, i] if konst.datum_type() == f32::datum_type() => (*o, *i),
+        _ if konst.datum_type() != f32::datum_type() => return Ok(None),
+        [o, i] => (*o, *i),
+        [i] if einsum.axes.to_string() == "NIHW,I->NOHW" => (1, *i),
         _ => return Ok(None),
     };
     let Some(weights_oi) = values(&konst) else {
