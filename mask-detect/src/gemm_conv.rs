@@ -73,6 +73,17 @@ const CHANNEL_BLOCK: usize = 64;
 /// per block instead of one in all, for products of only 196 pixels).
 const BLOCKED_WEIGHTS: usize = 64 * 1024;
 
+/// Output channels per block of weights and per `gemm` product for a convolution with
+/// `weights` values and `out_channels` outputs: [`CHANNEL_BLOCK`] for matrices of at least
+/// [`BLOCKED_WEIGHTS`] values, all of them (one block) otherwise.
+fn channel_block(weights: usize, out_channels: usize) -> usize {
+    if weights >= BLOCKED_WEIGHTS {
+        CHANNEL_BLOCK
+    } else {
+        out_channels
+    }
+}
+
 /// How many rows of `out_channels` biases the epilogue adds at once: the fewest whose values
 /// fill whole vectors of `LANES` and number at least 256 (four times the epilogue loop's unrolled
 /// 64 values).
@@ -141,14 +152,11 @@ impl Window {
 /// otherwise (rank 4, `[batch, height, width, channels]`).
 #[derive(Debug, Clone)]
 pub(crate) struct GemmConv {
-    /// Weights, `(window x in_channels) x out_channels` in blocks of `channel_block` output
-    /// channels (the last one holds the rest), each block row-major (`depth x block`); the rows
-    /// in (kernel row, kernel column, input channel) order. Block `b` starts at
+    /// Weights, `(window x in_channels) x out_channels` in blocks of [`GemmConv::channel_block`]
+    /// output channels (the last one holds the rest), each block row-major (`depth x block`);
+    /// the rows in (kernel row, kernel column, input channel) order. Block `b` starts at
     /// `b * channel_block * depth`. With one block, a plain row-major matrix.
     weights: Arc<[f32]>,
-    /// Output channels per block of `weights` and per `gemm` product: [`CHANNEL_BLOCK`] for
-    /// matrices of at least [`BLOCKED_WEIGHTS`] values, `out_channels` (one block) otherwise.
-    channel_block: usize,
     /// One bias per output channel, repeated for as many rows as [`bias_rows`] says: the
     /// epilogue after each product then adds it over several rows at once, in full vectors,
     /// instead of row by row (a 24-channel row is one 16-wide and one 8-wide vector, then the
@@ -170,7 +178,6 @@ impl PartialEq for GemmConv {
             && self.out_channels == other.out_channels
             && self.window == other.window
             && same_bits(&[self.lo, self.hi], &[other.lo, other.hi])
-            && self.channel_block == other.channel_block
             && same_bits(&self.weights, &other.weights)
             && same_bits(&self.bias, &other.bias)
     }
@@ -223,11 +230,7 @@ impl GemmConv {
         tune_gemm();
         // From [o][i][tap] to [o block][tap][i][o in block].
         let depth = in_channels * taps;
-        let channel_block = if weights_oihw.len() >= BLOCKED_WEIGHTS {
-            CHANNEL_BLOCK
-        } else {
-            out_channels
-        };
+        let channel_block = channel_block(weights_oihw.len(), out_channels);
         let mut weights = vec![0f32; weights_oihw.len()];
         for o in 0..out_channels {
             let (block, within) = (o / channel_block, o % channel_block);
@@ -242,7 +245,6 @@ impl GemmConv {
         }
         Ok(GemmConv {
             weights: weights.into(),
-            channel_block,
             bias: bias.repeat(bias_rows(out_channels)).into(),
             in_channels,
             out_channels,
@@ -250,6 +252,11 @@ impl GemmConv {
             lo,
             hi,
         })
+    }
+
+    /// Output channels per block of the weights and per `gemm` product ([`channel_block`]).
+    fn channel_block(&self) -> usize {
+        channel_block(self.weights.len(), self.out_channels)
     }
 
     /// Input channels.
@@ -330,7 +337,7 @@ impl GemmConv {
         self.window.as_ref().filter(|_| {
             self.depth() <= DIRECT_DEPTH
                 && self.out_channels.is_multiple_of(LANES)
-                && self.channel_block == self.out_channels
+                && self.channel_block() == self.out_channels
         })
     }
 
@@ -532,9 +539,10 @@ impl Kernel for GemmConv {
             };
             debug_assert_eq!(lhs.len(), rows * k);
             // One product per block of output channels, each writing its columns of `yb`.
-            for (i, block) in self.weights.chunks(k * self.channel_block).enumerate() {
+            let channel_block = self.channel_block();
+            for (i, block) in self.weights.chunks(k * channel_block).enumerate() {
                 let width = block.len() / k;
-                let dst = &mut yb[i * self.channel_block..];
+                let dst = &mut yb[i * channel_block..];
                 debug_assert!(dst.len() >= (rows - 1) * n + width);
                 // SAFETY: `dst` starts at this block's first column of `yb`, which holds
                 // rows x n values (rows = yb.len() / n): rows x width values at row stride n from
@@ -598,7 +606,7 @@ mod tests {
         let (k, n) = (300, 230);
         assert!(k * n >= BLOCKED_WEIGHTS && n % CHANNEL_BLOCK != 0);
         let op = GemmConv::pointwise(&vec![0.0; k * n], n, k, vec![0.0; n], 0.0, 6.0).unwrap();
-        assert_eq!(op.channel_block, CHANNEL_BLOCK);
+        assert_eq!(op.channel_block(), CHANNEL_BLOCK);
         check_pointwise(98, k, n);
     }
 

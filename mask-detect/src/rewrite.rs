@@ -225,7 +225,8 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Pointwi
     if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
         return Ok(None);
     }
-    let Some((before, after, batch_must_be_one)) = einsum_layout(&einsum.axes.to_string()) else {
+    let expr = einsum.axes.to_string();
+    let Some((before, after, batch_must_be_one)) = einsum_layout(&expr) else {
         return Ok(None);
     };
     let [data, weights] = node.inputs.as_slice() else {
@@ -244,7 +245,7 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Pointwi
     let (out_channels, in_channels) = match konst.shape() {
         _ if konst.datum_type() != f32::datum_type() => return Ok(None),
         [o, i] => (*o, *i),
-        [i] if einsum.axes.to_string() == "NIHW,I->NOHW" => (1, *i),
+        [i] if expr == "NIHW,I->NOHW" => (1, *i),
         _ => return Ok(None),
     };
     let Some(weights_oi) = values(&konst) else {
