@@ -452,8 +452,8 @@ impl ExpandDepthwiseProject {
 
     /// The block for small images: each of the three steps over the whole image at once, so
     /// that each 1x1 convolution is one matrix product with a row per pixel instead of one
-    /// per image row (7 to 14 rows at the classifier's last blocks, too few to amortise
-    /// `gemm`'s packing of the weights).
+    /// per image row (7 to 14 rows at the classifier's last blocks, too few to amortise a
+    /// `gemm` call's set-up and the pass over the weights that each product makes).
     fn compute_whole(&self, x: &[f32], y: &mut [f32]) {
         let dw = &self.depthwise;
         let [xh, xw] = self.input_size();

@@ -32,7 +32,7 @@ use tract_onnx::tract_core::internal::ensure;
 
 use crate::kernel_op::{Kernel, LANES, lanes, same_bits, store_sum, tract_op};
 
-/// Bytes of output computed per block: the block, its input rows and the packed weights stay
+/// Bytes of output computed per block: the block, its input rows and the weights stay
 /// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
 /// micro-benchmark over CenterFace's shapes (65 KiB to 1 MiB blocks; 256 KiB was best or within
 /// noise of best for every shape).

@@ -11,7 +11,8 @@
 //! one together with the 1x1 convolutions around it ([`crate::depthwise`]). Any other is then moved
 //! to channel-last by tract's own `conv_nhwc` transform: tract's depthwise kernels vectorise over
 //! channels only in that layout, and its channel-first path is scalar for strided depthwise
-//! convolutions. Measured with
+//! convolutions. Last, the model's input is made channel-last (`channel_last_input`), so a
+//! photo's interleaved RGB pixels go into the first convolution as they are. Measured with
 //! `benches/src/bin/node_profile.rs` and `benches/compare.py` (PERFORMANCE.md).
 
 use std::collections::VecDeque;
