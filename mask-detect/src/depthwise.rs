@@ -24,14 +24,12 @@
 //!
 //! [`crate::rewrite`] puts the fused ops into tract's models.
 
-use std::sync::Arc;
-
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
 
 use crate::gemm_conv::{GemmConv, Window, clamp};
-use crate::kernel_op::{Kernel, LANES, lanes, same_bits, store_sum, tract_op};
+use crate::kernel_op::{Kernel, LANES, Params, lanes, same_bits, store_sum, tract_op};
 
 /// Bytes of depthwise output computed per band before the 1x1 convolution consumes it: the band
 /// and its slice of the output stay in a 512 KiB L2 cache.
@@ -51,9 +49,9 @@ pub(crate) const MAX_TAPS: usize = 49;
 #[derive(Debug, Clone)]
 pub(crate) struct Depthwise {
     /// Weights, `taps x channels`, row-major; taps in (kernel row, kernel column) order.
-    weights: Arc<[f32]>,
+    weights: Params,
     /// One bias per channel.
-    bias: Arc<[f32]>,
+    bias: Params,
     channels: usize,
     window: Window,
     /// Lower clamp bound (`-inf` for none).
@@ -104,8 +102,8 @@ impl Depthwise {
             }
         }
         Ok(Depthwise {
-            weights: weights.into(),
-            bias: bias.into(),
+            weights: Params::new(&weights),
+            bias: Params::new(&bias),
             channels,
             window,
             lo,

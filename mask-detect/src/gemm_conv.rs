@@ -24,13 +24,11 @@
 //!
 //! [`crate::rewrite`] puts these ops into tract's models.
 
-use std::sync::Arc;
-
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::internal::ensure;
 
-use crate::kernel_op::{Kernel, LANES, lanes, same_bits, store_sum, tract_op};
+use crate::kernel_op::{Kernel, LANES, Params, lanes, same_bits, store_sum, tract_op};
 
 /// Bytes of output computed per block: the block, its input rows and the weights stay
 /// within a 512 KiB L2 cache while the bias and activation are applied. Chosen with a
@@ -156,12 +154,12 @@ pub(crate) struct GemmConv {
     /// output channels (the last one holds the rest), each block row-major (`depth x block`);
     /// the rows in (kernel row, kernel column, input channel) order. Block `b` starts at
     /// `b * channel_block * depth`. With one block, a plain row-major matrix.
-    weights: Arc<[f32]>,
+    weights: Params,
     /// One bias per output channel, repeated for as many rows as [`bias_rows`] says: the
     /// epilogue after each product then adds it over several rows at once, in full vectors,
     /// instead of row by row (a 24-channel row is one 16-wide and one 8-wide vector, then the
     /// loop's overhead).
-    bias: Arc<[f32]>,
+    bias: Params,
     in_channels: usize,
     out_channels: usize,
     /// `None` for a 1x1 convolution with stride 1 and no padding.
@@ -244,8 +242,8 @@ impl GemmConv {
             }
         }
         Ok(GemmConv {
-            weights: weights.into(),
-            bias: bias.repeat(bias_rows(out_channels)).into(),
+            weights: Params::new(&weights),
+            bias: Params::new(&bias.repeat(bias_rows(out_channels))),
             in_channels,
             out_channels,
             window,

@@ -62,6 +62,48 @@ pub(crate) fn store_sum(
     }
 }
 
+/// One cache line of values: the unit in which [`Params`] stores them.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Line([f32; LANES]);
+
+/// An op's read-only f32 parameters (weights, biases), shared between its clones, in storage
+/// that starts on a cache line (64 bytes). A plain `Arc<[f32]>` starts 16 bytes past one (after
+/// its two reference counts), so that every 64-byte vector `gemm`'s kernels load from a weight
+/// row of 16, 32 or 64 floats straddled two cache lines.
+#[derive(Clone)]
+pub(crate) struct Params {
+    lines: Arc<[Line]>,
+    len: usize,
+}
+
+impl Params {
+    /// A copy of `values`.
+    pub(crate) fn new(values: &[f32]) -> Params {
+        let mut lines = vec![Line([0.0; LANES]); values.len().div_ceil(LANES)];
+        bytemuck::cast_slice_mut::<Line, f32>(&mut lines)[..values.len()].copy_from_slice(values);
+        Params {
+            lines: lines.into(),
+            len: values.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for Params {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        let all: &[f32] = bytemuck::cast_slice(&self.lines);
+        all.get(..self.len).unwrap_or(all)
+    }
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// Whether two parameter arrays hold the same values, bit for bit (so that `Eq` holds for ops
 /// with f32 parameters: a NaN equals itself, 0.0 and -0.0 differ).
 pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
