@@ -208,3 +208,21 @@ macro_rules! tract_op {
 }
 
 pub(crate) use tract_op;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values come back unchanged, from storage that starts on a cache line, for lengths
+    /// around a line's.
+    #[test]
+    fn params_keep_values_on_a_cache_line() {
+        for len in [0, 1, 15, 16, 17, 100] {
+            let values: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let params = Params::new(&values);
+            assert_eq!(&*params, values.as_slice(), "length {len}");
+            assert_eq!(params.as_ptr() as usize % 64, 0, "length {len}");
+            assert_eq!(&*params.clone(), values.as_slice(), "clone, length {len}");
+        }
+    }
+}
