@@ -5,6 +5,8 @@
 //! one f32 input and fills one f32 output, both channel-last and row-major. It implements
 //! [`Kernel`] (its name, its output shape, its computation), and [`tract_op!`] makes a tract op of
 //! it: the output allocation, the input and output views and the shape checks live here once.
+//! [`Params`] holds their weights and biases on cache-line boundaries, and [`lanes`] and
+//! [`store_sum`] are the hand-written kernels' vector load and store.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{DimLike, ensure};
