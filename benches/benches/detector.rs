@@ -16,7 +16,7 @@ fn load(name: &str) -> mask_detect::image::DynamicImage {
 }
 
 fn benches(c: &mut Criterion) {
-    benches::keep_freed_memory();
+    allocator::keep_freed_memory();
     let detector = Detector::from_dir(benches::workspace_root().join("models"), Config::default())
         .expect("models (run `make models`)");
     // Photos of different sizes: 400x156, 512x366, and one upscaled to a phone-like 1600x1143.

@@ -8,31 +8,6 @@ use std::sync::{Arc, mpsc};
 use mask_detect::image::DynamicImage;
 use mask_detect::{Config, Detection, Detector, LinearHead, MaskHead, decode_image};
 
-/// Every example program links this library, so they all get the allocator `mask-web` uses: tract
-/// allocates each activation afresh on every run, and the C library's allocator returns the large
-/// ones to the kernel each time, so every run pays page faults again (PERFORMANCE.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Keep the memory mimalloc frees mapped for reuse instead of returning it to the kernel after a
-/// second of disuse (mimalloc's default purge delay): a detection frees and reallocates the same
-/// large activations on every run, and returning them made each run fault them in and zero them
-/// again. `stage_times` over three photos: 22,000-27,000 page faults and 0.44-0.94 s of kernel
-/// time with the default, ~700 and 0.21-0.34 s with this, and 2-16% more images per second with
-/// both cores busy (PERFORMANCE.md). Peak memory is unchanged; memory is not handed back after
-/// a burst.
-fn keep_freed_memory() {
-    // `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h), which
-    // libmimalloc-sys 0.1.49 builds but does not name.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table; it takes no pointer
-    // and may be called at any time from any thread.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-    }
-}
-
 /// Detector options shared by the example programs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectorArgs {
@@ -104,7 +79,7 @@ impl DetectorArgs {
 
     /// Load the detector, with an error message that says what to do.
     pub fn detector(&self) -> Result<Detector, String> {
-        keep_freed_memory();
+        allocator::keep_freed_memory();
         Detector::from_dir(&self.models, self.config()?)
             .map_err(|e| format!("{e} (run `make models` to fetch the models)"))
     }

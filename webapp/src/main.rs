@@ -12,32 +12,6 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use webapp::{App, Settings};
 
-/// mimalloc instead of the C library's allocator: a detection allocates and frees a few hundred
-/// MiB of activations, and glibc's per-thread arenas kept each thread's high-water mark, so the
-/// server's peak RSS grew to ~1 GiB at one upload at a time (374 MiB with `MALLOC_ARENA_MAX=1`).
-/// Measured with `benches/src/bin/load.rs`; the figures are in PERFORMANCE.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Keep the memory mimalloc frees mapped for reuse instead of returning it to the kernel after a
-/// second of disuse (mimalloc's default purge delay): a detection frees and reallocates the same
-/// large activations on every run, and returning them made each run fault them in and zero them
-/// again. `stage_times` over three photos: 22,000-27,000 page faults and 0.44-0.94 s of kernel
-/// time with the default, ~700 and 0.21-0.34 s with this, and 2-16% more images per second with
-/// both cores busy (PERFORMANCE.md). Peak memory is unchanged; memory is not handed back after
-/// a burst.
-fn keep_freed_memory() {
-    // `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h), which
-    // libmimalloc-sys 0.1.49 builds but does not name.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table; it takes no pointer
-    // and may be called at any time from any thread.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-    }
-}
-
 #[derive(Parser)]
 #[command(version, about = "The mask detection web application")]
 struct Args {
@@ -48,7 +22,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    keep_freed_memory();
+    allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

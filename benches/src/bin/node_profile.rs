@@ -20,11 +20,8 @@ use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
-// Linked for its global allocator (mimalloc), which every benchmark program shares.
-use benches as _;
-
 fn main() {
-    benches::keep_freed_memory();
+    allocator::keep_freed_memory();
     let mut reps = 10usize;
     let mut top = 15usize;
     let mut transforms: Vec<String> = Vec::new();

@@ -22,7 +22,7 @@ use mask_detect::{Config, Detector, crop_face, decode_image};
 use serde_json::{Value, json};
 
 fn main() {
-    benches::keep_freed_memory();
+    allocator::keep_freed_memory();
     let mut reps = 5usize;
     let mut models = benches::workspace_root().join("models");
     let mut paths: Vec<PathBuf> = Vec::new();

@@ -1,0 +1,67 @@
+//! The memory allocator of every program that runs the detector (`mask-web`, the Python module,
+//! the examples, the benchmarks): linking this crate makes mimalloc the program's global
+//! allocator, and [`keep_freed_memory`] tunes it for the detector's pattern of use.
+//!
+//! Why not the C library's allocator (PERFORMANCE.md, Load and fifth session): glibc's
+//! per-thread arenas kept each thread's high-water mark of detection activations, so the web
+//! server's peak RSS grew to ~1 GiB at one upload at a time (374 MiB with
+//! `MALLOC_ARENA_MAX=1`); and glibc hands tract's large activations back to the kernel after
+//! every run, so every run paid their page faults again (`node_profile` on CenterFace: 207,230
+//! page faults with glibc, 3,146 with mimalloc, and ~18% faster). In the Python module it
+//! serves the Rust side only; Python keeps its own allocator.
+//!
+//! A program uses it by calling [`keep_freed_memory`] once at start-up, which also links the
+//! crate (an unreferenced dependency would not be linked, and its allocator not installed).
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h), which libmimalloc-sys
+/// 0.1.49 builds but does not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Keep the memory mimalloc frees mapped for reuse instead of returning it to the kernel after a
+/// second of disuse (mimalloc's default purge delay): a detection frees and reallocates the same
+/// large activations on every run, and returning them made each run fault them in and zero them
+/// again. `stage_times` over three photos: 22,000-27,000 page faults and 0.44-0.94 s of kernel
+/// time with the default, ~700 and 0.21-0.34 s with this, and 2-16% more images per second with
+/// both cores busy (PERFORMANCE.md). Peak memory is unchanged; memory is not handed back after
+/// a burst. Call it once, before the first detection; calling it again changes nothing.
+pub fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` stores an integer in mimalloc's option table; it takes no pointer
+    // and may be called at any time from any thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purge_delay() -> std::ffi::c_long {
+        // SAFETY: `mi_option_get` reads an integer from mimalloc's option table; no pointer.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
+        }
+    }
+
+    /// The option number names the purge delay (its default, 1000 ms, is mimalloc v3's for that
+    /// option), and [`keep_freed_memory`] turns purging off.
+    #[test]
+    fn keep_freed_memory_turns_purging_off() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            eprintln!("not checking the default purge delay: MIMALLOC_PURGE_DELAY is set");
+        } else {
+            assert_eq!(
+                purge_delay(),
+                1000,
+                "option {MI_OPTION_PURGE_DELAY} is not the purge delay"
+            );
+        }
+        keep_freed_memory();
+        assert_eq!(purge_delay(), -1);
+    }
+}
