@@ -41,7 +41,7 @@ import onnxruntime as ort
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-EVAL = ROOT.parent / "shared" / "eval" / "kaggle853" / "images"
+PHOTOS = ROOT / "fixtures" / "photos"
 BIN = ROOT / "target" / "debug" / "stage_times"
 THREAD_ENV = {"RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -199,7 +199,8 @@ def main():
     ap.add_argument("--bin", type=Path, default=BIN,
                     help="our stage_times binary (default: the test build's)")
     ap.add_argument("images", nargs="*", type=Path,
-                    default=[EVAL / f"maksssksksss{i}.png" for i in range(3)])
+                    default=[PHOTOS / f"maksssksksss{i}.png" for i in range(3)],
+                    help="photos (default: maksssksksss0-2 of fixtures/photos)")
     args = ap.parse_args()
     if not args.bin.exists():
         sys.exit(f"{args.bin} missing: run `cargo test --workspace --all-targets --no-run`")

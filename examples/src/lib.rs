@@ -94,6 +94,26 @@ impl DetectorArgs {
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
 
+/// Where the labelled evaluation set is by default: beside the repository, read from its root.
+pub const EVAL_DIR: &str = "../shared/eval";
+
+/// The path of `manifest.jsonl` in the labelled evaluation set at `eval_dir`, or, when it is not
+/// there, an error that says where it was looked for and what to do. The set is not part of the
+/// repository (tests and benchmarks use the photos in `fixtures/photos`); accuracy needs all of it.
+pub fn eval_manifest(eval_dir: &Path) -> Result<PathBuf, String> {
+    let manifest = eval_dir.join("manifest.jsonl");
+    if manifest.is_file() {
+        return Ok(manifest);
+    }
+    Err(format!(
+        "the labelled evaluation set is not at {dir} ({file} is missing). It is not part of this \
+         repository: put it beside the repository as {EVAL_DIR} (run from the repository's root; \
+         see ../shared/README.md and fixtures/README.md) or give its directory with --eval DIR",
+        dir = eval_dir.display(),
+        file = manifest.display(),
+    ))
+}
+
 /// Expand the command line's paths: files as given, directories walked recursively for files with
 /// an image extension, sorted. Paths that do not exist are returned as errors.
 pub fn expand_paths(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {

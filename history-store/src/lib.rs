@@ -25,7 +25,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let store = HistoryStore::open(dir.path(), StoreConfig::default())?;
 //!
-//! let photo = std::fs::read("../../shared/eval/kaggle853/images/maksssksksss0.png")?;
+//! let photo = std::fs::read("../fixtures/photos/maksssksksss0.png")?;
 //! let alice = UserId(1);
 //! let entry = store.record(NewEntry {
 //!     owner: alice,

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-const PHOTO: &str = "../../shared/eval/kaggle853/images/maksssksksss0.png";
+const PHOTO: &str = "../fixtures/photos/maksssksksss0.png";
 const CRASH_DIR_ENV: &str = "HISTORY_STORE_CRASH_DIR";
 const CRASH_STEP_ENV: &str = "HISTORY_STORE_CRASH_STEP";
 

@@ -14,11 +14,19 @@ use history_store::{
 };
 use sha2::{Digest, Sha256};
 
-const IMAGES: &str = "../../shared/eval/kaggle853/images";
+/// The repository's test photos (see `fixtures/README.md`).
+const PHOTOS: &str = "../fixtures/photos";
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// The `n`-th test photo (in name order, wrapping around): distinct real photos for small `n`.
 fn photo(n: usize) -> Vec<u8> {
-    std::fs::read(format!("{IMAGES}/maksssksksss{n}.png")).expect("eval photos (cwd = crate dir)")
+    let mut names: Vec<PathBuf> = std::fs::read_dir(PHOTOS)
+        .expect("fixtures/photos (cwd = crate dir)")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    names.sort();
+    std::fs::read(&names[n % names.len()]).unwrap()
 }
 
 /// The photo re-encoded as JPEG, as the detector's annotated output may be.

@@ -22,7 +22,7 @@
 //! use mask_detect::{Category, Config, Detector};
 //!
 //! let detector = Detector::from_dir("../models", Config::default())?;
-//! let bytes = std::fs::read("../../shared/eval/kaggle853/images/maksssksksss0.png")?;
+//! let bytes = std::fs::read("../fixtures/photos/maksssksksss0.png")?;
 //! let detection = detector.detect_bytes(&bytes)?;
 //! assert!(detection.num_faces > 0);
 //! assert_ne!(detection.category, Category::NoFace);

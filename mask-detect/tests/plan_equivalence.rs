@@ -9,7 +9,7 @@
 use mask_detect::image::imageops::FilterType;
 use tract_onnx::prelude::*;
 
-const PHOTO: &str = "../../shared/eval/kaggle853/images/maksssksksss0.png";
+const PHOTO: &str = "../fixtures/photos/maksssksksss0.png";
 
 /// `shape` (NCHW) filled from the photo, resized, with `scale(v)` applied to each 0..255 value.
 fn photo_input(shape: [usize; 4], scale: impl Fn(f32) -> f32) -> Tensor {

@@ -1,4 +1,4 @@
-"""Shared fixtures: real photos from the evaluation set and one detector per test session."""
+"""Shared fixtures: the test photos (fixtures/photos) and one detector per test session."""
 
 import json
 from pathlib import Path
@@ -8,22 +8,21 @@ import pytest
 import mask_detect
 
 HERE = Path(__file__).resolve().parent
-EVAL = HERE / ".." / ".." / ".." / "shared" / "eval"
-IMAGES = EVAL / "kaggle853" / "images"
+PHOTOS = HERE.parent.parent / "fixtures" / "photos"
 
 
 def photo(number: int) -> Path:
-    """Path of ``maksssksksss<number>.png`` from the evaluation set."""
-    path = IMAGES / f"maksssksksss{number}.png"
+    """Path of ``maksssksksss<number>.png`` among the test photos."""
+    path = PHOTOS / f"maksssksksss{number}.png"
     if not path.is_file():
-        pytest.skip(f"evaluation photo missing: {path}")
+        pytest.fail(f"test photo missing: {path}")
     return path
 
 
 @pytest.fixture(scope="session")
 def manifest():
-    """Ground truth of the evaluation set, keyed by file name."""
-    with open(EVAL / "manifest.jsonl", encoding="utf-8") as f:
+    """Labels of the test photos, keyed by file name."""
+    with open(PHOTOS / "manifest.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     return {Path(r["image"]).name: r for r in rows}
 

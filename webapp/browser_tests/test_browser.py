@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
-PHOTO = (ROOT.parent / "shared" / "eval" / "kaggle853" / "images" / "maksssksksss0.png").resolve()
+PHOTO = (ROOT / "fixtures" / "photos" / "maksssksksss0.png").resolve()
 SHOTS = ROOT / "target" / "screenshots"
 ADMIN_PASSWORD = "browser-admin-password"
 

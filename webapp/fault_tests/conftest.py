@@ -25,7 +25,7 @@ from mask_web_process import (  # noqa: E402,F401 (BINARY, require_binary: for t
     require_binary,
 )
 
-IMAGES = ROOT.parent / "shared" / "eval" / "kaggle853" / "images"
+IMAGES = ROOT / "fixtures" / "photos"
 ADMIN_PASSWORD = "fault-test-admin-pw-1"
 USER = "faultuser"
 PASSWORD = "fault-test-user-pw-1"

@@ -23,8 +23,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
 from mask_web_process import HOST, ROOT, MaskWebProcess, base_env, free_port  # noqa: E402
 
-EVAL = ROOT.parent / "shared" / "eval"
-IMAGES = EVAL / "kaggle853" / "images"
+EVAL = ROOT / "fixtures"
+IMAGES = EVAL / "photos"
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "security-suite-admin-pw-1"

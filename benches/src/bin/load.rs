@@ -510,9 +510,9 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `n` photos spread evenly over the evaluation set (sorted by name), read into memory.
+/// `n` photos spread evenly over the test photos (sorted by name), read into memory.
 fn pick_photos(n: usize) -> Vec<(String, Vec<u8>)> {
-    let dir = benches::eval_image("");
+    let dir = benches::photos_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))

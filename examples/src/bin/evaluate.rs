@@ -27,7 +27,7 @@ use clap::Parser;
 use indicatif::ProgressBar;
 use mask_detect::{Detection, Label};
 
-use examples::{DetectorArgs, detect_all, greedy_match};
+use examples::{DetectorArgs, detect_all, eval_manifest, greedy_match};
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +36,7 @@ use examples::{DetectorArgs, detect_all, greedy_match};
 )]
 struct Args {
     /// The evaluation set's directory (holds manifest.jsonl and score.py).
-    #[arg(long, default_value = "../shared/eval")]
+    #[arg(long, default_value = examples::EVAL_DIR)]
     eval: PathBuf,
     /// Splits to score, comma separated: train, test, or all (every image as one set).
     #[arg(long, value_delimiter = ',', default_value = "train,test")]
@@ -137,8 +137,8 @@ fn run() -> Result<ExitCode, String> {
             return Err(format!("unknown split {s:?} (train, test or all)"));
         }
     }
+    let manifest_path = eval_manifest(&args.eval)?;
     let detector = args.detector.detector()?;
-    let manifest_path = args.eval.join("manifest.jsonl");
     let file = std::fs::File::open(&manifest_path)
         .map_err(|e| format!("cannot open {}: {e}", manifest_path.display()))?;
     let mut manifest = Vec::new();

@@ -34,7 +34,7 @@ use examples::{DetectorArgs, for_each_parallel, greedy_match};
 )]
 struct Args {
     /// The evaluation set's directory (holds manifest.jsonl).
-    #[arg(long, default_value = "../shared/eval")]
+    #[arg(long, default_value = examples::EVAL_DIR)]
     eval: PathBuf,
     /// Which split: train, test or all.
     #[arg(long, default_value = "all")]
@@ -101,13 +101,13 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let args = Args::parse();
+    let manifest = examples::eval_manifest(&args.eval)?;
     let detector = args.detector.detector()?;
     let margins = if args.margins.is_empty() {
         vec![detector.config().crop_margin]
     } else {
         args.margins.clone()
     };
-    let manifest = args.eval.join("manifest.jsonl");
     let file = std::fs::File::open(&manifest)
         .map_err(|e| format!("cannot open {}: {e}", manifest.display()))?;
     let mut entries = Vec::new();

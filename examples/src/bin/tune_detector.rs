@@ -31,7 +31,7 @@ struct Args {
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
     /// The evaluation set's directory (holds manifest.jsonl).
-    #[arg(long, default_value = "../shared/eval")]
+    #[arg(long, default_value = examples::EVAL_DIR)]
     eval: PathBuf,
     /// Split to tune on.
     #[arg(long, default_value = "train")]
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let args = Args::parse();
     let truth: std::collections::HashMap<String, Vec<[f64; 4]>> =
-        read(&args.eval.join("manifest.jsonl"))?
+        read(&examples::eval_manifest(&args.eval)?)?
             .into_iter()
             .filter(|l| l.split == args.split)
             .map(|l| (l.image, l.faces.into_iter().map(|f| f.bbox).collect()))

@@ -15,7 +15,7 @@ use webapp::{App, Settings};
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
-pub const EVAL: &str = "../../shared/eval/kaggle853/images";
+pub const EVAL: &str = "../fixtures/photos";
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("MASK_TEST_PYTHON")
