@@ -4,8 +4,11 @@ SHELL := /bin/bash
 PYTHON := $(CURDIR)/.venv/bin/python
 export MASK_TEST_PYTHON := $(PYTHON)
 export CARGO_TERM_COLOR := never
+# Where cargo puts the build (CARGO_TARGET_DIR if set, as cargo itself does).
+TARGET := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET)/debug
 
-.PHONY: run test models venv lint rust-test python-test load-smoke load audit system-deps
+.PHONY: run build test models venv lint rust-test python-test load-smoke load audit system-deps
 
 ## Fetch (if missing), verify and convert the models into ./models.
 models:
@@ -20,8 +23,15 @@ system-deps:
 	bash tools/install_system_deps.sh
 
 ## Build and start the web app with the embedded default configuration (data in ./data).
-run: models
-	cargo run -p webapp --bin mask-web
+run: models build
+	$(BIN)/mask-web
+
+## The one build of the workspace: every library, program and test, with the features that
+# `cargo test --workspace` turns on. `run`, `rust-test`, `load` and the Python module's build all
+# reuse it; `cargo run -p webapp` would resolve features for one package and compile tract and
+# ~100 other crates a second time.
+build:
+	cargo test --workspace --all-targets --no-run
 
 ## Every test of every crate and of the Python tools, plus fmt and clippy.
 test: models venv system-deps lint rust-test python-test load-smoke
@@ -30,6 +40,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	python3 tools/check_licenses.py
+	python3 tools/check_features.py
 
 rust-test:
 	cargo test --workspace --all-targets
@@ -43,16 +54,12 @@ python-test:
 	cd webapp/security_tests && $(PYTHON) -m pytest -q
 
 ## A short load run: must hold every promise of benches/src/bin/load.rs (about 30 s).
-# The test build (rust-test) already made both binaries: `--no-run` only checks they are current,
-# with the test build's features, so nothing is compiled twice.
-load-smoke:
-	cargo test --workspace --all-targets --no-run
-	./target/debug/load --levels 2,32 --seconds 5
+load-smoke: build
+	$(BIN)/load --levels 2,32 --seconds 5
 
 ## The full load measurement of PERFORMANCE.md (about 2 minutes).
-load:
-	cargo test --workspace --all-targets --no-run
-	./target/debug/load --levels 1,2,4,8,32 --seconds 20 --json target/load.json
+load: build
+	$(BIN)/load --levels 1,2,4,8,32 --seconds 20 --json $(TARGET)/load.json
 
 ## Licences of every crate (offline), then RustSec advisories where the database is reachable.
 audit:
