@@ -13,7 +13,8 @@ Layout decisions (each checked against `keras_reference.py`, a plain numpy forwa
 - After the layer-by-layer translation, two inference-only rewrites (`simplify`) leave fewer and
   cheaper nodes for the runtime: every BatchNormalization that follows a Conv is folded into that
   Conv's weights and bias (computed in float64), and every zero `Pad` that feeds a Conv becomes
-  that Conv's own (asymmetric) `pads`. tract runs the folded graph ~1.3x faster (see PERFORMANCE.md).
+  that Conv's own (asymmetric) `pads`. Folded, the graph has no Mul/Add pairs left that a
+  channel-last plan could not fuse (PERFORMANCE.md).
 - DepthwiseConv2D kernels `(kh, kw, C, 1)` become `(C, 1, kh, kw)` with `group = C`.
 - `ReLU(max_value=6)` is `Clip(0, 6)`; Dense kernels are `(in, out)`, so `Gemm` needs no transpose.
 - Every node gets a unique, non-empty name (tract refuses duplicates).

@@ -2,12 +2,10 @@
 //! the examples, the benchmarks): linking this crate makes mimalloc the program's global
 //! allocator, and [`keep_freed_memory`] tunes it for the detector's pattern of use.
 //!
-//! Why not the C library's allocator (PERFORMANCE.md, Load and fifth session): glibc's
-//! per-thread arenas kept each thread's high-water mark of detection activations, so the web
-//! server's peak RSS grew to ~1 GiB at one upload at a time (374 MiB with
-//! `MALLOC_ARENA_MAX=1`); and glibc hands tract's large activations back to the kernel after
-//! every run, so every run paid their page faults again (`node_profile` on CenterFace: 207,230
-//! page faults with glibc, 3,146 with mimalloc, and ~18% faster). In the Python module it
+//! Why not the C library's allocator (PERFORMANCE.md, "Design decisions"): glibc's per-thread
+//! arenas keep each thread's high-water mark of detection activations, which more than doubles
+//! the web server's resident memory; and glibc hands tract's large activations back to the
+//! kernel after every run, so every run pays their page faults again. In the Python module it
 //! serves the Rust side only; Python keeps its own allocator.
 //!
 //! A program uses it by calling [`keep_freed_memory`] once at start-up, which also links the
@@ -23,10 +21,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Keep the memory mimalloc frees mapped for reuse instead of returning it to the kernel after a
 /// second of disuse (mimalloc's default purge delay): a detection frees and reallocates the same
 /// large activations on every run, and returning them made each run fault them in and zero them
-/// again. `stage_times` over three photos: 22,000-27,000 page faults and 0.44-0.94 s of kernel
-/// time with the default, ~700 and 0.21-0.34 s with this, and 2-16% more images per second with
-/// both cores busy (PERFORMANCE.md). Peak memory is unchanged; memory is not handed back after
-/// a burst. Call it once, before the first detection; calling it again changes nothing.
+/// again: with the default, a run of `stage_times` takes tens of thousands of page faults, with
+/// this a few hundred, all in the warm-up, and more images per second with both cores busy
+/// (PERFORMANCE.md). Peak memory is unchanged; memory is not handed back after a burst. Call it
+/// once, before the first detection; calling it again changes nothing.
 pub fn keep_freed_memory() {
     // SAFETY: `mi_option_set` stores an integer in mimalloc's option table; it takes no pointer
     // and may be called at any time from any thread.

@@ -10,9 +10,9 @@ use crate::{Error, Result};
 /// Side of the square classifier input.
 pub const CROP_SIZE: u32 = 224;
 /// Batch sizes with a prepared plan: a run of `n` faces is split into these (largest first), so
-/// every plan has a concrete shape. Only 1: measured with `benches` `stage_times` on this
-/// 2-core machine, tract 0.23.9 ran a batch of 8 crops in ~1340 ms against ~60 ms for one crop
-/// (about 2.8x slower per face batched), so faces are classified one by one.
+/// every plan has a concrete shape. Only 1: tract runs a batch of 8 crops several times slower
+/// per face than one crop at a time (`stage_times`; PERFORMANCE.md), so faces are classified one
+/// by one.
 const BATCHES: [usize; 1] = [1];
 
 /// What the classifier says about one face crop.

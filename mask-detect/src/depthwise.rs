@@ -6,7 +6,7 @@
 //! it goes channel block by channel block (16 channels, one AVX-512 register): the block's nine
 //! weight vectors stay in registers across the whole row, and the products go into three
 //! accumulators, so that the fused multiply-adds form three short dependency chains rather than
-//! one of nine (CenterFace at 800x608: ~58 -> ~49 ms for the whole model, PERFORMANCE.md). The
+//! one of nine, which the core overlaps (PERFORMANCE.md, "Design decisions"). The
 //! pixels at the left and right edges, and other channel counts, go pixel by pixel over the taps
 //! that fall inside the image (the padding contributes nothing, so it is skipped rather than
 //! materialised). The bias and the activation that follow (ReLU, ReLU6) are applied before a

@@ -17,8 +17,8 @@
 //!
 //! A windowed convolution with few products per output value (`DIRECT_DEPTH`: both models' 3x3
 //! stem over 3 channels, 27) is computed directly instead, row by row, with its weights held in
-//! registers: im2col would gather nine floats at a time for a product only 27 deep
-//! (CenterFace's stem at 800x608: 4.2-6.2 ms through im2col and `gemm`, 1.9 ms directly). Computed
+//! registers: im2col would gather nine floats at a time for a product only 27 deep, which costs
+//! more than the product itself. Computed
 //! by rows, it can also feed [`crate::depthwise::ExpandDepthwiseProject`] in place of a 1x1
 //! expansion.
 //!
@@ -50,7 +50,7 @@ const DIRECT_DEPTH: usize = 27;
 /// contiguous for each input channel) whenever `out_channels` is a multiple of 16. By default it
 /// still copies the weights into a packed buffer on every call over more than 48 pixels: for
 /// the classifier (7x7 and 14x14 blocks whose weights are up to 1.6 MB, one product per image)
-/// that copy was 8% of the run (`perf`, PERFORMANCE.md, sixth session). With out_channels not a
+/// that copy was a large share of the run (`perf`; PERFORMANCE.md). With out_channels not a
 /// multiple of 16 `gemm` packs whatever this says.
 const GEMM_LHS_PACKING_THRESHOLD: usize = 256;
 
@@ -64,11 +64,10 @@ const GEMM_LHS_PACKING_THRESHOLD: usize = 256;
 const CHANNEL_BLOCK: usize = 64;
 
 /// Weight matrices with at least this many values (256 KiB) are stored and multiplied in blocks
-/// of [`CHANNEL_BLOCK`] output channels; smaller ones in one block, one product. Measured with
-/// `node_profile` on the classifier (min of 4 alternated runs): blocks of 64 took its 320 -> 1280
-/// convolution from 0.62 to 0.41 ms and its 7x7 blocks (weights 0.6-1.2 MB) from 0.69 to 0.50
-/// and 0.46 to 0.35 ms, but made those with weights of 100-220 KiB 2-10% slower (one `gemm` call
-/// per block instead of one in all, for products of only 196 pixels).
+/// of [`CHANNEL_BLOCK`] output channels; smaller ones in one block, one product. With
+/// `node_profile` on the classifier, blocks made the large matrices (its 320 -> 1280 convolution,
+/// its 7x7 blocks) markedly faster, but those with weights of 100-220 KiB slower: one `gemm` call
+/// per block instead of one in all, for products of only 196 pixels.
 const BLOCKED_WEIGHTS: usize = 64 * 1024;
 
 /// Output channels per block of weights and per `gemm` product for a convolution with

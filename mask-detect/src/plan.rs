@@ -106,8 +106,8 @@ pub(crate) fn optimise(model: InferenceModel, shape: &[usize]) -> TractResult<Ty
 /// Both models' first convolution is one of this crate's channel-last ops, which [`crate::rewrite`]
 /// gave a `MoveAxis` from channel-first; tract's optimiser cancels the two, so a photo goes from
 /// its interleaved RGB pixels into the first convolution without being transposed: the callers
-/// fill the input tensor pixel by pixel, and the plan no longer moves every input value once
-/// more (CenterFace at 640x480: a 3.7 MB copy before the first convolution).
+/// fill the input tensor pixel by pixel, and the plan does not move every input value once more
+/// (CenterFace at 640x480: a 3.7 MB copy before the first convolution).
 fn channel_last_input(mut model: TypedModel) -> TractResult<TypedModel> {
     let inputs = model.input_outlets()?.to_vec();
     ensure!(

@@ -1,6 +1,5 @@
 //! Resizing RGB8 images for the two models, on `fast_image_resize`'s SIMD convolution kernels
-//! (several times faster than `image`'s generic `imageops::resize`, which took about 5% of a
-//! whole `detect`; PERFORMANCE.md).
+//! (several times faster than `image`'s generic `imageops::resize`; PERFORMANCE.md).
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};

@@ -21,12 +21,11 @@
 //! (a depthwise one not followed by a 1x1 one, a grouped one, a quantised one, symbolic shapes)
 //! is left to tract, and moved channel-last by its `conv_nhwc` transform afterwards (`plan.rs`).
 //!
-//! Each fusion was measured against the step before it, alternating `node_profile` runs
-//! (minimum of 6 to 8, PERFORMANCE.md). Our depthwise kernel alone is no faster than tract's
-//! (CenterFace at 800x608 111.2 vs 111.7 ms, the classifier 9.9 vs 10.2 ms): both are bound by
-//! memory traffic. Fused with the projection after it: CenterFace 112.1 -> 106.8 ms, the
-//! classifier 10.4 -> 10.1 ms. The whole block fused: CenterFace 109.1 -> 98.4 ms, the
-//! classifier 10.6 -> 10.6 ms (its activations are small enough to stay in cache anyway).
+//! Why fuse: a depthwise convolution on its own is bound by memory traffic (ours alone is no
+//! faster than tract's). Fused with the projection after it, and then with the expansion before
+//! it, a block's expanded activations never go through memory, which is what makes CenterFace's
+//! high-resolution blocks faster; the classifier's activations are small enough to stay in cache
+//! either way (PERFORMANCE.md, "Design decisions").
 
 use std::sync::Arc;
 
