@@ -42,7 +42,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "fixtures" / "photos"
-BIN = ROOT / "target" / "debug" / "stage_times"
+BIN = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "stage_times"
 THREAD_ENV = {"RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Build the server first (`make load` does: `cargo test --workspace --all-targets --no-run`);
-//! `MASK_WEB_BIN` overrides its path. Only loopback is contacted. The exit status is non-zero
+//! it runs the `mask-web` beside its own executable, or `MASK_WEB_BIN`. Only loopback is contacted. The exit status is non-zero
 //! when a promise is broken: a request timed out or failed at the connection, a 5xx other than
 //! 503 came back, a 503 took longer than a second, the server's peak RSS went over the bound, or
 //! a 201 upload is not fully readable afterwards.
@@ -543,12 +543,17 @@ struct Server {
 
 impl Server {
     fn start(root: &Path, work: &Path) -> Server {
+        // The build that made this program made `mask-web` beside it (whatever the target dir).
         let bin = std::env::var_os("MASK_WEB_BIN")
             .map(PathBuf::from)
+            .or_else(|| {
+                let exe = std::env::current_exe().ok()?;
+                Some(exe.parent()?.join("mask-web"))
+            })
             .unwrap_or_else(|| root.join("target/debug/mask-web"));
         assert!(
             bin.is_file(),
-            "{} missing: run `cargo build -p webapp --bin mask-web` first",
+            "{} missing: run `make build` (cargo test --workspace --all-targets --no-run) first",
             bin.display()
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
