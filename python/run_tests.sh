@@ -12,6 +12,9 @@ export PATH="$venv/bin:$PATH"
 
 "$venv/bin/python" "$here/build_package.py"
 # The dev profile (dependencies at opt-level 3), the same profile the wheel test builds with.
+# maturin builds this package alone; through workspace-hack it resolves the same dependency
+# features as the workspace build (make build), so it reuses that build and compiles only pyo3,
+# numpy and the module again (with pyo3's extension-module feature).
 (cd "$here" && maturin develop --profile dev)
 cd "$here"
 exec "$venv/bin/python" -m pytest -q tests "$@"
