@@ -16,9 +16,7 @@ fn detector() -> &'static Detector {
 
 fn seed_png() -> &'static [u8] {
     static PNG: OnceLock<Vec<u8>> = OnceLock::new();
-    PNG.get_or_init(|| {
-        std::fs::read("../fixtures/photos/maksssksksss1.png").unwrap()
-    })
+    PNG.get_or_init(|| std::fs::read("../fixtures/photos/maksssksksss1.png").unwrap())
 }
 
 proptest! {
