@@ -79,7 +79,11 @@ impl AccountsConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every value; [`Accounts::open`] calls it too.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad value.
+    pub fn validate(&self) -> Result<()> {
         let fail = |message: String| Err(Error::Config { message });
         if self.token_secret.len() < MIN_SECRET_LEN {
             return fail(format!(
@@ -531,7 +535,35 @@ impl Accounts {
 
     // ---- login and sessions ------------------------------------------------------------------
 
-    /// Checks a username and password and starts a session.
+    /// Checks that the database answers, for health checks.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn ping(&self) -> Result<()> {
+        self.store().ping()
+    }
+
+    /// Checks a username and password and starts a session: [`Accounts::check_credentials`],
+    /// then the login time is recorded and a new session begins.
+    ///
+    /// # Errors
+    /// As [`Accounts::check_credentials`].
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client_addr: &str,
+    ) -> Result<(User, Session)> {
+        let mut user = self.check_credentials(username, password, client_addr)?;
+        let now = self.now();
+        self.store().record_login(user.id, now)?;
+        user.last_login_at = Some(now);
+        let session = self.start_session(user.id, now)?;
+        Ok((user, session))
+    }
+
+    /// Checks a username and password without starting a session or touching the user's last
+    /// login time: for stateless API requests that carry credentials each time.
     ///
     /// Refused without checking the password after 5 failures for the username (known or not)
     /// or 20 from `client_addr` within 15 minutes (configurable). A success clears the username's
@@ -543,12 +575,12 @@ impl Accounts {
     /// [`Error::Throttled`]; [`Error::InvalidCredentials`] for an unknown user or a wrong
     /// password (indistinguishable); [`Error::Hashing`] if the stored hash is corrupt;
     /// [`Error::Storage`].
-    pub fn login(
+    pub fn check_credentials(
         &self,
         username: &str,
         password: &str,
         client_addr: &str,
-    ) -> Result<(User, Session)> {
+    ) -> Result<User> {
         let now = self.now();
         let throttle = self.inner.config.throttle;
         let user_key = throttle_key("user:", username);
@@ -582,11 +614,7 @@ impl Accounts {
                 record.user.password_version,
             )?;
         }
-        self.store().record_login(record.user.id, now)?;
-        let mut user = record.user;
-        user.last_login_at = Some(now);
-        let session = self.start_session(user.id, now)?;
-        Ok((user, session))
+        Ok(record.user)
     }
 
     fn start_session(&self, user_id: UserId, now: i64) -> Result<Session> {

@@ -373,6 +373,35 @@ fn login_checks_the_password() {
 }
 
 #[test]
+fn credential_check_starts_no_session_and_shares_the_login_throttle() {
+    let f = fixture();
+    let u = add(&f.accounts, "erin", Role::User, "erin's password");
+    f.clock.advance(MIN);
+    let user = f
+        .accounts
+        .check_credentials("erin", "erin's password", "192.0.2.7")
+        .unwrap();
+    assert_eq!(user.id, u.id);
+    // Not a login: the last login time stays unset.
+    assert_eq!(user.last_login_at, None);
+    assert_eq!(f.accounts.user(u.id).unwrap().last_login_at, None);
+    assert!(matches!(
+        f.accounts
+            .check_credentials("erin", "wrong password", "192.0.2.7"),
+        Err(Error::InvalidCredentials)
+    ));
+    // Failures through the credential check count for the form login too, and back.
+    for _ in 0..4 {
+        let _ = f.accounts.login("erin", "wrong password", "192.0.2.8");
+    }
+    assert!(matches!(
+        f.accounts
+            .check_credentials("erin", "erin's password", "192.0.2.9"),
+        Err(Error::Throttled { .. })
+    ));
+}
+
+#[test]
 fn username_throttle_refuses_even_the_right_password_until_the_window_passes() {
     let f = fixture();
     add(&f.accounts, "dave", Role::User, "dave's password");

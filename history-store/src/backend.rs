@@ -57,4 +57,7 @@ pub trait HistoryBackend: Send + Sync + Debug {
 
     /// Bytes of image data the owner's entries occupy.
     fn bytes_used(&self, owner: UserId) -> Result<u64>;
+
+    /// Checks that the database answers and the image storage is reachable, for health checks.
+    fn ping(&self) -> Result<()>;
 }

@@ -31,15 +31,6 @@ pub enum Error {
         input: String,
     },
 
-    /// A string is not one of the category names.
-    #[error(
-        "unknown category {input:?} (expected no_face, all_masked, none_masked or some_masked)"
-    )]
-    InvalidCategory {
-        /// The rejected input (truncated to 64 characters).
-        input: String,
-    },
-
     /// A string is not one of the image kinds.
     #[error("unknown image kind {input:?} (expected original, annotated or thumb)")]
     InvalidKind {

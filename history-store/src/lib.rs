@@ -71,5 +71,5 @@ pub use error::{Error, Result};
 pub use store::{HistoryStore, StoreConfig, SweepReport};
 pub use types::{
     Category, Counts, Cursor, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind,
-    MAX_FILE_NAME_CHARS, MAX_URL_BYTES, NewEntry, Page, Source, UserId,
+    MAX_FILE_NAME_CHARS, MAX_URL_BYTES, NewEntry, Page, Source, UnknownCategory, UserId,
 };

@@ -842,6 +842,21 @@ impl HistoryStore {
         }
     }
 
+    /// Checks that the database answers and the data directory is there, for health checks.
+    /// Errors: `Database` or `Io`.
+    pub fn ping(&self) -> Result<()> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT count(*) FROM entries WHERE 0", [], |_| Ok(()))
+                .map_err(db("ping"))
+        })?;
+        std::fs::metadata(self.data_dir()).map_err(|source| Error::Io {
+            op: "stat",
+            path: self.data_dir().to_path_buf(),
+            source,
+        })?;
+        Ok(())
+    }
+
     /// Bytes of image data (original, annotated, thumbnail) the owner's entries occupy.
     pub fn bytes_used(&self, owner: UserId) -> Result<u64> {
         let total: i64 = self.with_reader(|conn| {
@@ -965,6 +980,10 @@ impl HistoryBackend for HistoryStore {
 
     fn bytes_used(&self, owner: UserId) -> Result<u64> {
         HistoryStore::bytes_used(self, owner)
+    }
+
+    fn ping(&self) -> Result<()> {
+        HistoryStore::ping(self)
     }
 }
 

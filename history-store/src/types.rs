@@ -91,71 +91,7 @@ impl fmt::Display for EntryId {
     }
 }
 
-/// What a detection found, in the detector's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Category {
-    /// No face was detected.
-    NoFace,
-    /// Every detected face wears a mask.
-    AllMasked,
-    /// No detected face wears a mask.
-    NoneMasked,
-    /// Some detected faces wear a mask and some do not.
-    SomeMasked,
-}
-
-impl Category {
-    /// Every category, in display order.
-    pub const ALL: [Category; 4] = [
-        Category::NoFace,
-        Category::AllMasked,
-        Category::NoneMasked,
-        Category::SomeMasked,
-    ];
-
-    /// The snake_case name (`no_face`, `all_masked`, `none_masked`, `some_masked`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::NoFace => "no_face",
-            Category::AllMasked => "all_masked",
-            Category::NoneMasked => "none_masked",
-            Category::SomeMasked => "some_masked",
-        }
-    }
-
-    /// The category implied by counts of masked and unmasked faces (a convenience for callers; the
-    /// store keeps whatever category it is given).
-    pub fn from_counts(masked: u32, unmasked: u32) -> Category {
-        match (masked, unmasked) {
-            (0, 0) => Category::NoFace,
-            (_, 0) => Category::AllMasked,
-            (0, _) => Category::NoneMasked,
-            _ => Category::SomeMasked,
-        }
-    }
-}
-
-impl FromStr for Category {
-    type Err = Error;
-
-    /// Errors with [`Error::InvalidCategory`] for anything but the four snake_case names.
-    fn from_str(s: &str) -> Result<Self> {
-        Category::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| Error::InvalidCategory {
-                input: truncate_input(s),
-            })
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use mask_category::{Category, UnknownCategory};
 
 /// Where the original image came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -506,25 +442,6 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn category_names_round_trip_through_str_and_serde() {
-        for c in Category::ALL {
-            assert_eq!(c.as_str().parse::<Category>().unwrap(), c);
-            assert_eq!(
-                serde_json::to_value(c).unwrap(),
-                serde_json::json!(c.as_str())
-            );
-        }
-        assert!(matches!(
-            "NoFace".parse::<Category>(),
-            Err(Error::InvalidCategory { .. })
-        ));
-        assert_eq!(Category::from_counts(0, 0), Category::NoFace);
-        assert_eq!(Category::from_counts(2, 0), Category::AllMasked);
-        assert_eq!(Category::from_counts(0, 1), Category::NoneMasked);
-        assert_eq!(Category::from_counts(1, 1), Category::SomeMasked);
-    }
 
     #[test]
     fn entry_ids_are_generated_hex_and_parse_rejects_everything_else() {

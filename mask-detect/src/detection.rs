@@ -34,76 +34,7 @@ pub enum UncertainReason {
     NearThreshold,
 }
 
-/// The image-level verdict: exactly the four categories of the original application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Category {
-    /// No face was found.
-    NoFace,
-    /// Every face wears a mask.
-    AllMasked,
-    /// No face wears a mask.
-    NoneMasked,
-    /// Some faces wear a mask and some do not.
-    SomeMasked,
-}
-
-impl Category {
-    /// All categories, in the order the web app shows its history tabs.
-    pub const ALL: [Category; 4] = [
-        Category::NoFace,
-        Category::AllMasked,
-        Category::NoneMasked,
-        Category::SomeMasked,
-    ];
-
-    /// The category for these counts.
-    pub fn from_counts(masked: usize, unmasked: usize) -> Category {
-        match (masked, unmasked) {
-            (0, 0) => Category::NoFace,
-            (_, 0) => Category::AllMasked,
-            (0, _) => Category::NoneMasked,
-            _ => Category::SomeMasked,
-        }
-    }
-
-    /// The schema's string: `no_face`, `all_masked`, `none_masked` or `some_masked`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::NoFace => "no_face",
-            Category::AllMasked => "all_masked",
-            Category::NoneMasked => "none_masked",
-            Category::SomeMasked => "some_masked",
-        }
-    }
-
-    /// The sentence the original application showed for this category.
-    pub fn message(self) -> &'static str {
-        match self {
-            Category::NoFace => "no face detected",
-            Category::AllMasked => "all wearing masks",
-            Category::NoneMasked => "no one wears mask",
-            Category::SomeMasked => "some faces wearing masks",
-        }
-    }
-}
-
-impl std::str::FromStr for Category {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Category::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown category {s:?}"))
-    }
-}
-
-impl std::fmt::Display for Category {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use mask_category::{Category, UnknownCategory};
 
 /// One face found in the image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

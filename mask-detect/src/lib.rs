@@ -93,7 +93,7 @@ pub use annotate::annotate;
 pub use classify::{CROP_SIZE, Classified, crop_face};
 pub use config::Config;
 pub use decode::decode_image;
-pub use detection::{Category, Detection, Face, Label, UncertainReason};
+pub use detection::{Category, Detection, Face, Label, UncertainReason, UnknownCategory};
 pub use error::{Error, Result};
 pub use face::{RawFace, iou, nms};
 pub use head::{HEAD_FORMAT, LinearHead, MaskHead};
@@ -328,17 +328,6 @@ mod tests {
     fn detector_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Detector>();
-    }
-
-    #[test]
-    fn category_from_counts_covers_the_four_cases() {
-        assert_eq!(Category::from_counts(0, 0), Category::NoFace);
-        assert_eq!(Category::from_counts(3, 0), Category::AllMasked);
-        assert_eq!(Category::from_counts(0, 2), Category::NoneMasked);
-        assert_eq!(Category::from_counts(1, 1), Category::SomeMasked);
-        for c in Category::ALL {
-            assert_eq!(c.as_str().parse::<Category>(), Ok(c));
-        }
     }
 
     #[test]

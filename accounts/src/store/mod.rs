@@ -75,6 +75,8 @@ pub struct SessionRecord {
 /// Persistence for users, sessions and login failures. Implementations must be safe to call
 /// from many threads at once.
 pub trait Store: Send + Sync {
+    /// Checks that the database answers (a trivial query), for health checks.
+    fn ping(&self) -> Result<()>;
     /// Inserts a user.
     ///
     /// # Errors

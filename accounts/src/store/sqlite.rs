@@ -195,6 +195,12 @@ fn count(n: usize) -> u64 {
 }
 
 impl Store for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        self.lock()
+            .query_row("SELECT count(*) FROM users WHERE 0", [], |_| Ok(()))
+            .map_err(db("ping"))
+    }
+
     fn insert_user(&self, new: &NewUserRecord) -> Result<User> {
         let mut conn = self.lock();
         let tx = conn
