@@ -534,13 +534,19 @@ impl Kernel for GemmConv {
                     &patches
                 }
             };
-            debug_assert_eq!(lhs.len(), rows * k);
+            // The SAFETY argument below rests on these sizes: checked in every build, once per
+            // block (a few per image), not only in debug builds, which this crate never is.
+            assert_eq!(lhs.len(), rows * k, "gemm lhs size");
             // One product per block of output channels, each writing its columns of `yb`.
             let channel_block = self.channel_block();
             for (i, block) in self.weights.chunks(k * channel_block).enumerate() {
                 let width = block.len() / k;
                 let dst = &mut yb[i * channel_block..];
-                debug_assert!(dst.len() >= (rows - 1) * n + width);
+                assert!(
+                    rows == 0 || dst.len() >= (rows - 1) * n + width,
+                    "gemm dst size"
+                );
+                assert_eq!(block.len(), k * width, "gemm weight block size");
                 // SAFETY: `dst` starts at this block's first column of `yb`, which holds
                 // rows x n values (rows = yb.len() / n): rows x width values at row stride n from
                 // there end within it, since the block's columns end at or before n. `lhs` holds
