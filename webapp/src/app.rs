@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use accounts::{Accounts, AccountsConfig, AdminBootstrap};
-use history_store::{HistoryStore, StoreConfig};
+use accounts::{Accounts, AdminBootstrap};
+use history_store::{HistoryBackend, HistoryStore, StoreConfig};
 use mailer::{Mailer, MailerConfig, SmtpConfig, TransportConfig};
 use mask_detect::Detector;
 
+use crate::client::TrustedProxies;
 use crate::config::{Settings, SmtpSecurity};
 use crate::fetch::FetchLimits;
 use crate::pool::Pool;
@@ -18,8 +19,8 @@ pub struct App {
     pub settings: Settings,
     /// Users, passwords, tokens, sessions.
     pub accounts: Accounts,
-    /// Upload history.
-    pub history: HistoryStore,
+    /// Upload history, behind the storage trait.
+    pub history: Arc<dyn HistoryBackend>,
     /// Outgoing email.
     pub mailer: Mailer,
     /// The detector, shared by the pool's threads.
@@ -28,6 +29,17 @@ pub struct App {
     pub pool: Pool,
     /// Limits for URL uploads.
     pub fetch_limits: FetchLimits,
+    /// The reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Clocks that tests replace to move time forward without sleeping.
+#[derive(Default)]
+pub struct Clocks {
+    /// For sessions, tokens and throttling.
+    pub accounts: Option<Arc<dyn accounts::Clock>>,
+    /// For the history's timestamps and retention.
+    pub history: Option<Arc<dyn history_store::Clock>>,
 }
 
 /// What startup has to tell the operator once.
@@ -43,43 +55,50 @@ pub struct Startup {
 pub struct StartupError(pub String);
 
 impl App {
-    /// Open every library under `settings.data_dir` and ensure an administrator exists.
-    /// Must run inside a tokio runtime (the mailer starts its background task).
+    /// Open every library under the data directory, ensure an administrator exists, and start
+    /// the periodic maintenance job ([`crate::jobs`]). Must run inside a tokio runtime (the
+    /// mailer and the job are tasks).
     pub async fn start(settings: Settings) -> Result<(Arc<App>, Startup), StartupError> {
-        App::start_with_clock(settings, None).await
+        App::start_with_clocks(settings, Clocks::default()).await
     }
 
-    /// As [`App::start`], with the accounts clock replaced (tests move time forward to expire
-    /// tokens and sessions without sleeping).
-    pub async fn start_with_clock(
+    /// As [`App::start`], with clocks replaced (tests move time forward to expire tokens,
+    /// sessions and old uploads without sleeping).
+    pub async fn start_with_clocks(
         settings: Settings,
-        clock: Option<Arc<dyn accounts::Clock>>,
+        clocks: Clocks,
     ) -> Result<(Arc<App>, Startup), StartupError> {
-        let data = settings.data_dir.clone();
+        let data = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data).map_err(|e| {
             StartupError(format!(
                 "cannot create data directory {}: {e}",
                 data.display()
             ))
         })?;
-        let secret = match &settings.secret {
+        let secret = match &settings.accounts.secret {
             Some(s) => s.0.clone().into_bytes(),
             None => load_or_create_secret(&data)?,
         };
-        let mut accounts_config = AccountsConfig::with_secret(secret);
-        if let Some(clock) = clock {
+        let mut accounts_config = settings.accounts_config(secret);
+        if let Some(clock) = clocks.accounts {
             accounts_config.clock = clock;
         }
         let accounts = Accounts::open(data.join("accounts.sqlite"), accounts_config)
             .map_err(|e| StartupError(format!("accounts database: {e}")))?;
         let store_config = StoreConfig {
-            max_image_bytes: settings.max_upload_bytes.max(32 * 1024 * 1024),
+            max_image_bytes: settings.server.max_upload_bytes.max(32 * 1024 * 1024),
+            retention: settings.retention(),
             ..StoreConfig::default()
         };
-        let history = HistoryStore::open(data.join("history"), store_config)
-            .map_err(|e| StartupError(format!("history store: {e}")))?;
-        let detector = Detector::from_dir(&settings.models_dir, mask_detect::Config::default())
-            .map_err(|e| StartupError(format!("detector: {e} (run `make models`)")))?;
+        let history_dir = data.join("history");
+        let history = match clocks.history {
+            Some(clock) => HistoryStore::open_with_clock(history_dir, store_config, clock),
+            None => HistoryStore::open(history_dir, store_config),
+        }
+        .map_err(|e| StartupError(format!("history store: {e}")))?;
+        let detector =
+            Detector::from_dir(&settings.detector.models_dir, settings.detector_config())
+                .map_err(|e| StartupError(format!("detector: {e} (run `make models`)")))?;
         let mailer = Mailer::start(mailer_config(&settings))
             .map_err(|e| StartupError(format!("mailer: {e}")))?;
         if !mailer.is_outbox() {
@@ -92,9 +111,13 @@ impl App {
         }
         let accounts2 = accounts.clone();
         let (user, email, password) = (
-            settings.admin_user.clone(),
-            settings.admin_email.clone(),
-            settings.admin_password.as_ref().map(|p| p.0.clone()),
+            settings.accounts.admin_user.clone(),
+            settings.accounts.admin_email.clone(),
+            settings
+                .accounts
+                .admin_password
+                .as_ref()
+                .map(|p| p.0.clone()),
         );
         let bootstrap =
             tokio::task::spawn_blocking(move || accounts2.ensure_admin(&user, &email, password))
@@ -111,33 +134,36 @@ impl App {
             startup.generated_admin_password = Some(p);
         }
         let fetch_limits = FetchLimits {
-            max_bytes: settings.max_upload_bytes,
-            allow_private: settings.allow_private_urls,
+            max_bytes: settings.server.max_upload_bytes,
+            allow_private: settings.server.allow_private_urls,
             ..FetchLimits::default()
         };
         let pool = Pool::new(
-            settings.detect_workers,
-            settings.detect_queue,
-            settings.detect_per_client,
+            settings.detector.detect_workers,
+            settings.detector.detect_queue,
+            settings.detector.detect_per_client,
         )
         .map_err(|e| StartupError(format!("starting detection threads: {e}")))?;
-        let app = App {
+        let app = Arc::new(App {
+            trusted_proxies: TrustedProxies::new(&settings.server.trusted_proxies),
             settings,
             accounts,
-            history,
+            history: Arc::new(history),
             mailer,
             detector: Arc::new(detector),
             pool,
             fetch_limits,
-        };
-        Ok((Arc::new(app), startup))
+        });
+        crate::jobs::start(&app);
+        Ok((app, startup))
     }
 }
 
-fn mailer_config(s: &Settings) -> MailerConfig {
+fn mailer_config(settings: &Settings) -> MailerConfig {
+    let s = &settings.mail;
     let transport = match &s.smtp_host {
         None => TransportConfig::Outbox {
-            dir: s.data_dir.join("outbox"),
+            dir: settings.server.data_dir.join("outbox"),
         },
         Some(host) => {
             let security = match s.smtp_security {
@@ -164,8 +190,8 @@ fn mailer_config(s: &Settings) -> MailerConfig {
         }
     };
     MailerConfig {
-        product_name: s.product_name.clone(),
-        base_url: s.public_url(),
+        product_name: settings.server.product_name.clone(),
+        base_url: settings.public_url(),
         from: s.mail_from.clone(),
         transport,
         ..MailerConfig::default()

@@ -43,20 +43,24 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(app.settings.addr).await {
+    let listener = match tokio::net::TcpListener::bind(app.settings.server.addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("mask-web: cannot listen on {}: {e}", app.settings.addr);
+            eprintln!(
+                "mask-web: cannot listen on {}: {e}",
+                app.settings.server.addr
+            );
             return std::process::ExitCode::from(1);
         }
     };
     let url = app.settings.public_url();
     println!("mask-web: listening on {url}");
-    let admin = &app.settings.admin_user;
+    let admin = &app.settings.accounts.admin_user;
     match &startup.generated_admin_password {
         Some(p) => println!(
             "mask-web: log in as {admin:?} with the generated password {p:?} (also in {}; you will be asked to change it)",
             app.settings
+                .server
                 .data_dir
                 .join("initial-admin-password")
                 .display()
@@ -64,6 +68,7 @@ async fn main() -> std::process::ExitCode {
         None => println!(
             "mask-web: log in as {admin:?} (its password was shown at first start and kept in {}, or set MASK_WEB_ADMIN_PASSWORD)",
             app.settings
+                .server
                 .data_dir
                 .join("initial-admin-password")
                 .display()

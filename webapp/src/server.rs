@@ -1,14 +1,12 @@
 //! Serving the site over HTTP/1.1 with limits that `warp::serve` does not expose: how long a
 //! client may take to send its request head, how large the head may be, and how many headers it
-//! may carry. Each connection gets its peer address attached for [`client_addr`] (login
-//! throttling by address).
+//! may carry. Each request gets its connection's peer address attached ([`PeerAddr`]), from
+//! which [`crate::client`] finds the client's.
 //!
 //! Request bodies have their own deadlines where they are read ([`crate::web::form`] and
 //! [`crate::uploads::read_upload`]).
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +17,7 @@ use tower_service::Service;
 use warp::Filter;
 
 use crate::App;
+use crate::client::PeerAddr;
 
 /// A client must send the whole request head (request line and headers) within this time, for
 /// the first request and for each request on a kept-alive connection; otherwise the connection
@@ -28,19 +27,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most headers a request may carry; more is answered 431.
 pub const MAX_HEADERS: usize = 64;
-
-/// The peer address of the connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The client's IP address as text (`"unknown"` when the request did not come through [`serve`],
-/// as in `warp::test`).
-pub fn client_addr() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::ext::optional::<PeerAddr>().map(|a: Option<PeerAddr>| {
-        a.map(|PeerAddr(a)| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".into())
-    })
-}
 
 /// Serve [`crate::routes`] on `listener` until `shutdown` completes, then let the requests in
 /// flight finish (at most 30 s).
@@ -105,7 +91,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_filter(client_addr(), listener, async {
+        let filter = crate::client::client_addr(Default::default())
+            .map(|c: crate::client::ClientAddr| c.to_string());
+        let server = tokio::spawn(serve_filter(filter, listener, async {
             let _ = stopped.await;
         }));
         let body = reqwest::get(format!("http://{addr}/"))

@@ -1,13 +1,12 @@
-//! Request plumbing shared by every handler: who is asking (session or anonymous), CSRF checks,
-//! cookies, rendering templates, redirects, and running blocking library calls off the executor.
+//! Plumbing shared by every handler: form bodies under limits, cookies, rendering templates,
+//! redirects, the `next` parameter, security headers, and running blocking library calls off
+//! the executor. Who is asking is [`crate::guards`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accounts::{Session, SessionId, User};
 use askama::Template;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
@@ -15,6 +14,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::app::App;
 use crate::error::AppError;
+use crate::guards::Visitor;
 
 /// Session cookie name.
 pub const SESSION_COOKIE: &str = "mask_session";
@@ -22,69 +22,6 @@ pub const SESSION_COOKIE: &str = "mask_session";
 pub const CSRF_COOKIE: &str = "mask_csrf";
 /// Largest urlencoded form body accepted.
 pub const FORM_LIMIT: u64 = 16 * 1024;
-
-/// Who sent a request.
-pub struct Visitor {
-    /// The logged-in user and their session, if any.
-    pub user: Option<(User, Session)>,
-    /// The anonymous CSRF token (from the cookie, or new).
-    pub anon_csrf: String,
-    /// True when `anon_csrf` is new and must be set as a cookie.
-    pub new_anon_csrf: bool,
-    /// The client's address, for login throttling.
-    pub client: String,
-}
-
-impl Visitor {
-    /// The CSRF token forms on this page must carry.
-    pub fn csrf(&self) -> &str {
-        match &self.user {
-            Some((_, s)) => &s.csrf_token,
-            None => &self.anon_csrf,
-        }
-    }
-
-    /// 403 unless `submitted` matches this visitor's CSRF token.
-    pub fn check_csrf(&self, submitted: Option<&String>) -> Result<(), Rejection> {
-        let Some(submitted) = submitted else {
-            return Err(AppError::Forbidden(
-                "missing CSRF token: reload the page and try again".into(),
-            )
-            .reject());
-        };
-        let ok = match &self.user {
-            Some((_, s)) => s.csrf_matches(submitted),
-            None => {
-                !self.new_anon_csrf
-                    && constant_time_eq(self.anon_csrf.as_bytes(), submitted.as_bytes())
-            }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(
-                AppError::Forbidden("invalid CSRF token: reload the page and try again".into())
-                    .reject(),
-            )
-        }
-    }
-
-    /// The template layout for a page titled `title`.
-    pub fn layout(&self, app: &App, title: &str) -> Layout {
-        Layout {
-            title: title.to_string(),
-            product: app.settings.product_name.clone(),
-            user: self.user.as_ref().map(|(u, _)| u.username.clone()),
-            is_admin: self.user.as_ref().is_some_and(|(u, _)| u.is_admin()),
-            csrf: self.csrf().to_string(),
-            notice: None,
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// What every page template shows around its content.
 pub struct Layout {
@@ -107,42 +44,6 @@ pub fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Inf
     warp::any().map(move || app.clone())
 }
 
-/// Identify the visitor: session cookie (checked with `accounts`), anonymous CSRF cookie, address.
-pub fn visitor(app: Arc<App>) -> impl Filter<Extract = (Visitor,), Error = Rejection> + Clone {
-    warp::cookie::optional::<String>(SESSION_COOKIE)
-        .and(warp::cookie::optional::<String>(CSRF_COOKIE))
-        .and(warp::addr::remote())
-        .and(with_app(app))
-        .and_then(
-            |session: Option<String>,
-             csrf: Option<String>,
-             addr: Option<SocketAddr>,
-             app: Arc<App>| async move {
-                let user = match session {
-                    Some(id) if id.len() == 64 => {
-                        let accounts = app.accounts.clone();
-                        blocking(move || Ok(accounts.session(&SessionId::new(id)).ok())).await?
-                    }
-                    _ => None,
-                };
-                let (anon_csrf, new_anon_csrf) = match csrf {
-                    Some(c) if c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                        (c, false)
-                    }
-                    _ => (random_hex(), true),
-                };
-                Ok::<_, Rejection>(Visitor {
-                    user,
-                    anon_csrf,
-                    new_anon_csrf,
-                    client: addr
-                        .map(|a| a.ip().to_string())
-                        .unwrap_or_else(|| "unknown".into()),
-                })
-            },
-        )
-}
-
 /// 256 random bits from the operating system's CSPRNG, as 64 hex characters.
 pub fn random_hex() -> String {
     use rand::RngCore;
@@ -153,11 +54,11 @@ pub fn random_hex() -> String {
 
 /// Run a blocking library call on the blocking pool; a panic there is a 500, not a crash.
 pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Rejection> + Send + 'static,
-) -> Result<T, Rejection> {
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AppError::Internal(format!("blocking task: {e}")).reject())?
+        .map_err(|e| AppError::internal("running a blocking task", e))?
 }
 
 /// A urlencoded form body, capped at [`FORM_LIMIT`] bytes whether or not the client sends a
@@ -233,10 +134,10 @@ pub fn render(
 ) -> Result<Response, Rejection> {
     let html = page
         .render()
-        .map_err(|e| AppError::Internal(format!("template: {e}")).reject())?;
+        .map_err(|e| AppError::internal("rendering a page", e))?;
     let mut r = warp::reply::with_status(warp::reply::html(html), status).into_response();
-    if visitor.user.is_none() && visitor.new_anon_csrf {
-        add_cookie(&mut r, &cookie(app, CSRF_COOKIE, &visitor.anon_csrf, None));
+    if let Some(token) = visitor.new_anon_csrf() {
+        add_cookie(&mut r, &cookie(app, CSRF_COOKIE, token, None));
     }
     Ok(r)
 }
@@ -256,7 +157,7 @@ pub fn cookie(app: &App, name: &str, value: &str, max_age: Option<u64>) -> Strin
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
     }
-    if app.settings.secure_cookies {
+    if app.settings.server.secure_cookies {
         c.push_str("; Secure");
     }
     c
@@ -269,18 +170,30 @@ pub fn add_cookie(r: &mut Response, value: &str) {
     }
 }
 
-/// Only local paths are followed after login (no `//host` or scheme): anything else goes home.
-pub fn safe_next(next: Option<&String>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.contains("://") =>
-        {
-            n.clone()
-        }
-        _ => "/".into(),
+/// Where to go after logging in: `next` when it names a path on our own origin, else home.
+///
+/// Browsers strip tabs and newlines from a `Location` and read a backslash as a slash, so
+/// `/\t/evil.example` would leave the site: control characters and backslashes are refused,
+/// and what is left is resolved against `public_url` and must keep its origin. The result is
+/// the resolved path and query, as the URL parser wrote them.
+pub fn safe_next(next: Option<&str>, public_url: &str) -> String {
+    let home = || "/".to_string();
+    let Some(next) = next else { return home() };
+    if !next.starts_with('/') || next.chars().any(|c| c.is_control() || c == '\\') {
+        return home();
+    }
+    let Ok(base) = url::Url::parse(public_url) else {
+        return home();
+    };
+    let Ok(resolved) = base.join(next) else {
+        return home();
+    };
+    if resolved.origin() != base.origin() || next.starts_with("//") {
+        return home();
+    }
+    match resolved.query() {
+        Some(q) => format!("{}?{q}", resolved.path()),
+        None => resolved.path().to_string(),
     }
 }
 
@@ -296,17 +209,40 @@ pub fn encode_component(s: &str) -> String {
         .collect()
 }
 
-/// The logged-in user, or a redirect to the login page (or to the forced password change).
-// The error is the redirect itself, handed straight back to warp; boxing it gains nothing.
-#[allow(clippy::result_large_err)]
-pub fn require_user(visitor: &Visitor, path: &str) -> Result<(User, Session), Response> {
-    match &visitor.user {
-        None => Err(redirect(&format!("/login?next={}", encode_component(path)))),
-        Some((u, _)) if u.must_change_password && path != "/password/change" => {
-            Err(redirect("/password/change"))
-        }
-        Some((u, s)) => Ok((u.clone(), s.clone())),
-    }
+/// A Unix time as `YYYY-MM-DD HH:MM UTC`.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// A duration as people say it: "10 minutes", "1 hour", "3 days".
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if secs.is_multiple_of(86_400) && secs >= 86_400 {
+        (secs / 86_400, "day")
+    } else if secs.is_multiple_of(3600) && secs >= 3600 {
+        (secs / 3600, "hour")
+    } else if secs.is_multiple_of(60) && secs >= 60 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Security headers on every response.
@@ -325,4 +261,59 @@ pub fn security_headers() -> warp::http::HeaderMap {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUBLIC: &str = "http://127.0.0.1:5000";
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(human_duration(Duration::from_secs(72 * 3600)), "3 days");
+        assert_eq!(human_duration(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+    }
+
+    #[test]
+    fn next_keeps_local_paths() {
+        assert_eq!(safe_next(Some("/history"), PUBLIC), "/history");
+        assert_eq!(
+            safe_next(Some("/history?tab=all_masked"), PUBLIC),
+            "/history?tab=all_masked"
+        );
+        assert_eq!(safe_next(None, PUBLIC), "/");
+        // Encoded slashes stay encoded: a path on our origin, not a host.
+        let p = safe_next(Some("/%2F%2Fevil.example/"), PUBLIC);
+        assert!(p.starts_with("/%2F"), "{p}");
+        assert_eq!(
+            safe_next(Some("/a/../../b"), "https://example.org/app/"),
+            "/b"
+        );
+    }
+
+    #[test]
+    fn next_refuses_everything_that_can_leave_the_origin() {
+        for bad in [
+            "//evil.example/",
+            "/\t/evil.example",
+            "/\t/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\\/evil.example",
+            "https://evil.example/",
+            "http://127.0.0.1:5000/ok-but-absolute",
+            "evil.example",
+            "javascript:alert(1)",
+            "/\u{0}x",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad), PUBLIC), "/", "{bad:?}");
+        }
+    }
 }

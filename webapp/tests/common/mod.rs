@@ -132,6 +132,7 @@ pub struct Server {
     pub base: String,
     pub data: tempfile::TempDir,
     pub clock: accounts::ManualClock,
+    pub history_clock: Arc<history_store::ManualClock>,
     pub smtp: Smtp,
     task: tokio::task::JoinHandle<()>,
 }
@@ -143,9 +144,14 @@ impl Drop for Server {
 }
 
 pub async fn server_with(edit: impl FnOnce(&mut Settings)) -> Server {
+    server_on("127.0.0.1:0", edit).await
+}
+
+/// The app listening on `addr` (any loopback address, port 0 for a free one).
+pub async fn server_on(addr: &str, edit: impl FnOnce(&mut Settings)) -> Server {
     let smtp = Smtp::start();
     let data = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut env: Vec<(String, String)> = vec![
         ("MASK_WEB_ADDR".into(), addr.to_string()),
@@ -173,9 +179,17 @@ pub async fn server_with(edit: impl FnOnce(&mut Settings)) -> Server {
             .unwrap()
             .as_secs() as i64,
     );
-    let (app, _) = App::start_with_clock(settings, Some(Arc::new(clock.clone())))
-        .await
-        .unwrap();
+    let history_clock = Arc::new(history_store::ManualClock::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    ));
+    let clocks = webapp::Clocks {
+        accounts: Some(Arc::new(clock.clone())),
+        history: Some(history_clock.clone()),
+    };
+    let (app, _) = App::start_with_clocks(settings, clocks).await.unwrap();
     let task = tokio::spawn(webapp::server::serve(
         app.clone(),
         listener,
@@ -186,6 +200,7 @@ pub async fn server_with(edit: impl FnOnce(&mut Settings)) -> Server {
         base: format!("http://{addr}"),
         data,
         clock,
+        history_clock,
         smtp,
         task,
     }
@@ -198,6 +213,8 @@ pub async fn server() -> Server {
 /// A browser-like client: a cookie jar, no automatic redirects.
 pub struct Client {
     pub http: reqwest::Client,
+    /// Extra headers sent with every request (e.g. `X-Forwarded-For`).
+    pub headers: Vec<(String, String)>,
     pub base: String,
     pub cookies: HashMap<String, String>,
 }
@@ -211,9 +228,16 @@ pub struct Page {
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        Client::from(base, None)
+    }
+
+    /// A client whose connections leave from `local` (e.g. 127.0.0.2).
+    pub fn from(base: &str, local: Option<&str>) -> Client {
         Client {
+            headers: Vec::new(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .local_address(local.map(|a| a.parse().unwrap()))
                 .build()
                 .unwrap(),
             base: base.to_string(),
@@ -261,10 +285,22 @@ impl Client {
             .http
             .get(url)
             .header("cookie", self.cookie_header())
+            .headers(self.extra_headers())
             .send()
             .await
             .unwrap();
         self.finish(r).await
+    }
+
+    fn extra_headers(&self) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        for (k, v) in &self.headers {
+            h.append(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
     }
 
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
@@ -278,6 +314,7 @@ impl Client {
             .post(format!("{}{path}", self.base))
             .header("cookie", self.cookie_header())
             .header("content-type", "application/x-www-form-urlencoded")
+            .headers(self.extra_headers())
             .body(body)
             .send()
             .await
@@ -297,6 +334,7 @@ impl Client {
             .post(format!("{}{path}", self.base))
             .header("cookie", self.cookie_header())
             .header("content-type", ct)
+            .headers(self.extra_headers())
             .body(body)
             .send()
             .await

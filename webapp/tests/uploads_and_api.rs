@@ -160,7 +160,7 @@ async fn another_user_gets_404_for_results_images_and_deletes() {
 
 #[tokio::test]
 async fn upload_errors_come_back_on_the_form_with_the_reason() {
-    let s = server_with(|c| c.max_upload_bytes = 1024 * 1024).await;
+    let s = server_with(|c| c.server.max_upload_bytes = 1024 * 1024).await;
     let mut c = user(&s, "eve").await;
     let csrf = c.csrf("/upload").await;
     let p = c
@@ -186,7 +186,7 @@ async fn upload_errors_come_back_on_the_form_with_the_reason() {
 
 #[tokio::test]
 async fn upload_by_url_from_a_local_server() {
-    let s = server_with(|c| c.allow_private_urls = true).await;
+    let s = server_with(|c| c.server.allow_private_urls = true).await;
     let mut c = user(&s, "uma").await;
     // Served as text/plain: the content is sniffed, the header is not trusted.
     let (base, hits) = static_server(photo("maksssksksss0.png"), None).await;
@@ -273,7 +273,7 @@ async fn private_addresses_are_refused_before_any_connection() {
 
 #[tokio::test]
 async fn api_upload_answers_201_400_401_413_with_json() {
-    let s = server_with(|c| c.max_upload_bytes = 1024 * 1024).await;
+    let s = server_with(|c| c.server.max_upload_bytes = 1024 * 1024).await;
     user(&s, "ivan").await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/upload", s.base);
@@ -347,7 +347,7 @@ async fn api_upload_answers_201_400_401_413_with_json() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413_without_being_read_whole() {
-    let s = server_with(|c| c.max_upload_bytes = 1024 * 1024).await;
+    let s = server_with(|c| c.server.max_upload_bytes = 1024 * 1024).await;
     // A declared 100 MiB body: refused from the header, before the body is sent.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = s.base.trim_start_matches("http://").to_string();
@@ -385,8 +385,8 @@ async fn oversized_bodies_get_413_without_being_read_whole() {
 #[tokio::test]
 async fn a_full_detection_queue_answers_503_with_retry_after() {
     let s = server_with(|c| {
-        c.detect_workers = 1;
-        c.detect_queue = 0;
+        c.detector.detect_workers = 1;
+        c.detector.detect_queue = 0;
     })
     .await;
     user(&s, "quinn").await;
@@ -412,9 +412,9 @@ async fn a_full_detection_queue_answers_503_with_retry_after() {
 #[tokio::test]
 async fn one_address_gets_429_beyond_its_share_of_the_pool() {
     let s = server_with(|c| {
-        c.detect_workers = 1;
-        c.detect_queue = 8;
-        c.detect_per_client = 2;
+        c.detector.detect_workers = 1;
+        c.detector.detect_queue = 8;
+        c.detector.detect_per_client = 2;
     })
     .await;
     user(&s, "rhea").await;

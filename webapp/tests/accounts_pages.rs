@@ -415,7 +415,8 @@ async fn api_register_answers_201_409_400_with_json() {
 
 #[tokio::test]
 async fn api_registration_can_require_an_admin_or_be_off() {
-    let s = server_with(|c| c.api_registration = webapp::config::ApiRegistration::Admin).await;
+    let s =
+        server_with(|c| c.server.api_registration = webapp::config::ApiRegistration::Admin).await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/register", s.base);
     let r = http
@@ -437,7 +438,8 @@ async fn api_registration_can_require_an_admin_or_be_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let off = server_with(|c| c.api_registration = webapp::config::ApiRegistration::Off).await;
+    let off =
+        server_with(|c| c.server.api_registration = webapp::config::ApiRegistration::Off).await;
     let r = http
         .post(format!("{}/api/register", off.base))
         .form(&[("username", "h"), ("password", "h-password-1")])
@@ -485,4 +487,58 @@ async fn health_check_answers() {
     let s = server().await;
     let r = reqwest::get(format!("{}/healthz", s.base)).await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn next_never_leads_off_the_site_on_any_route_that_takes_it() {
+    let s = server().await;
+    let tricks = [
+        "//evil.example/",
+        "/\t/evil.example/",
+        "/\n/evil.example/",
+        "/\r/evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example/",
+        "https://evil.example/",
+        "/%2F%2Fevil.example/",
+        "http:evil.example",
+    ];
+    for next in tricks {
+        // POST /login: after a successful login.
+        let mut c = Client::new(&s.base);
+        let csrf = c.csrf("/login").await;
+        let p = c
+            .post(
+                "/login",
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", ADMIN),
+                    ("password", ADMIN_PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 303, "{next:?}");
+        let to = p.location.unwrap();
+        assert!(local(&to), "POST /login next={next:?} -> {to:?}");
+        // GET /login: an already logged-in visitor is sent on at once.
+        let p = c.get(&format!("/login?next={}", enc(next))).await;
+        assert_eq!(p.status, 303, "{next:?}");
+        let to = p.location.unwrap();
+        assert!(local(&to), "GET /login next={next:?} -> {to:?}");
+        // The login form carries only the cleaned value.
+        let mut anon = Client::new(&s.base);
+        let form = anon.get(&format!("/login?next={}", enc(next))).await;
+        assert!(
+            !form.body.contains("evil.example") || form.body.contains("%2F%2Fevil"),
+            "{next:?}"
+        );
+    }
+}
+
+/// A Location that a browser resolves on this server's own origin.
+fn local(location: &str) -> bool {
+    location.starts_with('/')
+        && !location.starts_with("//")
+        && !location.contains(['\\', '\t', '\n', '\r'])
 }
