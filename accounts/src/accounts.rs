@@ -685,15 +685,6 @@ impl Accounts {
         self.store().delete_session(&id.hash())
     }
 
-    /// Ends all of a user's sessions except `except`; returns how many.
-    ///
-    /// # Errors
-    /// [`Error::Storage`].
-    pub fn logout_everywhere(&self, id: UserId, except: Option<&SessionId>) -> Result<u64> {
-        let except = except.map(SessionId::hash);
-        self.store().delete_user_sessions(id, except.as_deref())
-    }
-
     /// Deletes expired sessions; returns how many. Expired sessions are refused anyway, so
     /// this only reclaims space: call it now and then (e.g. hourly).
     ///

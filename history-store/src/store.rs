@@ -35,9 +35,6 @@ pub struct StoreConfig {
     pub read_connections: usize,
     /// How long a statement waits for a lock held by another connection. Default 5 s.
     pub busy_timeout: Duration,
-    /// Entries older than this are removed by [`HistoryStore::purge_expired`]; `None` keeps
-    /// everything. Default `None`.
-    pub retention: Option<Duration>,
 }
 
 impl Default for StoreConfig {
@@ -50,7 +47,6 @@ impl Default for StoreConfig {
             max_page_size: 100,
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
-            retention: None,
         }
     }
 }
@@ -81,12 +77,6 @@ impl StoreConfig {
         }
         if self.read_connections == 0 {
             return bad("read_connections", "must be at least 1");
-        }
-        if self.retention == Some(Duration::ZERO) {
-            return bad(
-                "retention",
-                "must be positive (use None to keep everything)",
-            );
         }
         Ok(())
     }
@@ -832,14 +822,6 @@ impl HistoryStore {
         let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = self.inner.clock.now_ms().saturating_sub(age_ms);
         self.delete_where("created_at < ?1", &[Value::Integer(cutoff)])
-    }
-
-    /// Applies [`StoreConfig::retention`]: purges older entries, or does nothing if it is `None`.
-    pub fn purge_expired(&self) -> Result<usize> {
-        match self.inner.config.retention {
-            Some(age) => self.purge_older_than(age),
-            None => Ok(0),
-        }
     }
 
     /// Checks that the database answers and the data directory is there, for health checks.

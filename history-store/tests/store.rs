@@ -483,11 +483,9 @@ fn delete_user_handles_more_than_one_batch() {
 fn retention_purges_only_old_entries_with_their_files() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(0));
-    let config = StoreConfig {
-        retention: Some(Duration::from_secs(15 * 24 * 3600)),
-        ..StoreConfig::default()
-    };
-    let store = HistoryStore::open_with_clock(dir.path(), config, clock.clone()).unwrap();
+    let store =
+        HistoryStore::open_with_clock(dir.path(), StoreConfig::default(), clock.clone()).unwrap();
+    let fifteen_days = Duration::from_secs(15 * 24 * 3600);
     let old_a = store.record(entry(1, 0, Category::NoFace)).unwrap();
     clock.set_ms(10 * DAY_MS);
     let old_b = store.record(entry(2, 1, Category::NoFace)).unwrap();
@@ -505,12 +503,12 @@ fn retention_purges_only_old_entries_with_their_files() {
         store.get(UserId(1), &old_a.id),
         Err(Error::NotFound)
     ));
-    assert_eq!(store.purge_expired().unwrap(), 1);
+    assert_eq!(store.purge_older_than(fifteen_days).unwrap(), 1);
     assert!(matches!(
         store.get(UserId(2), &old_b.id),
         Err(Error::NotFound)
     ));
-    assert_eq!(store.purge_expired().unwrap(), 0);
+    assert_eq!(store.purge_older_than(fifteen_days).unwrap(), 0);
     assert_eq!(store.get(UserId(1), &young.id).unwrap(), young);
     assert_eq!(image_files(&store).len(), 3);
 }

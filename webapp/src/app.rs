@@ -87,7 +87,6 @@ impl App {
             .map_err(|e| StartupError(format!("accounts database: {e}")))?;
         let store_config = StoreConfig {
             max_image_bytes: settings.server.max_upload_bytes.max(32 * 1024 * 1024),
-            retention: settings.retention(),
             ..StoreConfig::default()
         };
         let history_dir = data.join("history");
