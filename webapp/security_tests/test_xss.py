@@ -6,6 +6,7 @@ X-Content-Type-Options: nosniff."""
 
 import html
 import json
+import re
 import urllib.parse
 
 import pytest
@@ -117,8 +118,13 @@ def test_reflected_query_and_form_values_are_escaped(server, user, key):
     payload = PAYLOADS[key]
     q = urllib.parse.quote(payload)
     c = Client(server)
-    # `next` is only followed when local; a local path carrying markup is echoed in the form.
-    assert_escaped(c.get(f"/login?next=/{q}").text, payload, "login form next")
+    # `next` is only followed when local, normalised as a URL path: markup in it comes back in
+    # the form percent-encoded (and escaped), never raw, and still names the same path.
+    page = c.get(f"/login?next=/{q}").text
+    assert_absent(page, payload, "login form next")
+    echoed = re.search(r'name="next" value="([^"]*)"', page)
+    assert echoed, "login form has no next field"
+    assert urllib.parse.unquote(html.unescape(echoed.group(1))) == "/" + payload
     r = c.post_form("/login", {"csrf_token": c.csrf(), "username": f"u{payload}", "password": "wrong-password"})
     assert r.status == 401
     assert_escaped(r.text, f"u{payload}", "login error page")
