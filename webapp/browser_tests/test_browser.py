@@ -4,11 +4,11 @@ tab. Screenshots go to target/screenshots/."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
+import http.server
+import sys
 import tempfile
-import time
+import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,40 +19,28 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
-PHOTO = (ROOT / "fixtures" / "photos" / "maksssksksss0.png").resolve()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+from mask_web_process import PHOTOS, ROOT, MaskWebProcess, base_env, free_port  # noqa: E402
+
+PHOTO = (PHOTOS / "maksssksksss0.png").resolve()
 SHOTS = ROOT / "target" / "screenshots"
 ADMIN_PASSWORD = "browser-admin-password"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server():
-    if not BINARY.exists():
-        pytest.fail(f"{BINARY} missing: build it with `cargo build -p webapp` (make test does)")
+def server(tmp_path_factory):
+    base_dir = tmp_path_factory.mktemp("browser")
     port = free_port()
-    data = tempfile.mkdtemp(prefix="mask-web-browser-")
-    env = dict(os.environ, MASK_WEB_ADDR=f"127.0.0.1:{port}", MASK_WEB_DATA_DIR=data,
-               MASK_WEB_MODELS_DIR=str(ROOT / "models"), MASK_WEB_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    proc = subprocess.Popen([str(BINARY)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"mask-web exited: {proc.stdout.read().decode()}")
-            time.sleep(0.1)
-    yield base, Path(data)
-    proc.terminate()
-    proc.wait(timeout=10)
+    env = base_env(base_dir / "data", port, ADMIN_PASSWORD)
+    proc = MaskWebProcess(base_dir / "data", base_dir / "server.log", env, base_dir, port)
+
+    def ready():
+        with urllib.request.urlopen(proc.url + "/healthz", timeout=1) as r:
+            return r.status == 200
+
+    proc.wait_until(ready, 60, 0.1)
+    yield proc.url, proc.data_dir
+    proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +128,44 @@ def test_log_in_manage_users_change_password_upload_and_browse_history(server, b
         shot(d, f"07-history-{key}")
     d.find_element(By.ID, "tab-all").click()
     assert len(d.find_elements(By.CSS_SELECTOR, "#entries li")) == 1
+
+
+class _Elsewhere(http.server.BaseHTTPRequestHandler):
+    """A page on a second loopback address that must never be reached."""
+
+    hits = 0
+
+    def do_GET(self):  # noqa: N802 (the handler's API)
+        type(self).hits += 1
+        body = b"<html><body><h1 id=elsewhere>elsewhere</h1></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("trick", ["/\t/", "/\n/", "/\r/", "/\\", "\\\\", "//", "/%09/"])
+def test_login_next_never_leaves_the_site(server, browser, trick):
+    """`/login?next=/<TAB>/other-host/` must not send the browser to the other host after
+    login: browsers strip tabs and newlines from a Location, and read a backslash as a slash."""
+    base, _ = server
+    other = http.server.HTTPServer(("127.0.0.2", 0), _Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        target = f"{trick}127.0.0.2:{other.server_address[1]}/"
+        d = browser
+        d.delete_all_cookies()
+        d.get(base + "/login?next=" + urllib.parse.quote(target, safe=""))
+        fill(d, "username", "admin")
+        fill(d, "password", "a-brand-new-admin-password")
+        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        WebDriverWait(d, 30).until(lambda drv: "/login" not in drv.current_url)
+        assert d.current_url.startswith(base + "/"), d.current_url
+        assert _Elsewhere.hits == 0, f"the browser reached the other host via {trick!r}"
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -9,7 +9,6 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
 from mask_web_process import (  # noqa: E402,F401 (BINARY, require_binary: for the tests)
     BINARY,
     MODELS,
+    PHOTOS,
     ROOT,
     MaskWebProcess,
     base_env,
     free_port,
     require_binary,
+    smallest_photos,
 )
+from mask_web_process import multipart as multipart_body  # noqa: E402
 
-IMAGES = ROOT / "fixtures" / "photos"
 ADMIN_PASSWORD = "fault-test-admin-pw-1"
 USER = "faultuser"
 PASSWORD = "fault-test-user-pw-1"
@@ -80,22 +81,7 @@ def register(server, username=USER, password=PASSWORD):
 
 
 def multipart(fields, file_name, file_bytes, content_type="image/png"):
-    boundary = "----faulttest" + uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
-    parts.append(
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        + file_bytes
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    return multipart_body(fields, [("file", file_name, file_bytes, content_type)])
 
 
 def upload(server, image_path, username=USER, password=PASSWORD, timeout=REQUEST_TIMEOUT):
@@ -106,11 +92,7 @@ def upload(server, image_path, username=USER, password=PASSWORD, timeout=REQUEST
 
 def small_images(n):
     """The n smallest real photos (fast to detect), deterministic."""
-    if not IMAGES.is_dir():
-        pytest.fail(f"photo directory {IMAGES} missing")
-    files = sorted(IMAGES.glob("*.png"), key=lambda p: (p.stat().st_size, p.name))
-    assert len(files) >= n, f"only {len(files)} photos in {IMAGES}"
-    return files[:n]
+    return smallest_photos(n)
 
 
 def integrity(db_path):

@@ -21,10 +21,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
-from mask_web_process import HOST, ROOT, MaskWebProcess, base_env, free_port  # noqa: E402
+from mask_web_process import (  # noqa: E402,F401 (PHOTOS, smallest_photos, multipart: for the tests)
+    HOST,
+    PHOTOS,
+    ROOT,
+    MaskWebProcess,
+    base_env,
+    free_port,
+    multipart,
+    smallest_photos,
+)
 
-EVAL = ROOT / "fixtures"
-IMAGES = EVAL / "photos"
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "security-suite-admin-pw-1"
@@ -228,28 +235,6 @@ def urlencode(fields):
     return urllib.parse.urlencode(fields if isinstance(fields, list) else list(fields.items())).encode()
 
 
-def multipart(fields, files=()):
-    """A multipart/form-data body. `fields` maps names to str; `files` is (name, file name,
-    bytes, content type) with the file name as str or raw bytes."""
-    boundary = "----securitysuite" + uuid.uuid4().hex
-    items = fields.items() if isinstance(fields, dict) else fields
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in items
-    ]
-    for name, file_name, data, ctype in files:
-        raw_name = file_name if isinstance(file_name, bytes) else file_name.encode()
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="'.encode()
-            + raw_name
-            + f'"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
-            + data
-            + b"\r\n"
-        )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 def register(server, username, password, email=None):
     """A user through the open `POST /api/register` (the default setting)."""
     fields = {"username": username, "password": password}
@@ -301,16 +286,6 @@ def raw_exchange(port, data, timeout=TIMEOUT):
             pass
     m = re.match(rb"HTTP/1\.[01] (\d{3})", out)
     return (int(m.group(1)) if m else None), out, time.monotonic() - start
-
-
-def smallest_photos(n):
-    """The n smallest real photos (fastest to detect), deterministic."""
-    if not IMAGES.is_dir():
-        pytest.fail(f"photo directory {IMAGES} missing (see ../shared/README.md beside the repository)")
-    files = sorted(IMAGES.glob("*.png"), key=lambda p: (p.stat().st_size, p.name))
-    if len(files) < n:
-        pytest.fail(f"only {len(files)} photos in {IMAGES}")
-    return files[:n]
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
-"""One `mask-web` process for the Python test suites (`fault_tests`, `security_tests`).
+"""What the Python test suites (`fault_tests`, `security_tests`, `browser_tests`) share: one
+`mask-web` process, the test photos, multipart bodies.
 
-It listens on 127.0.0.1 only, writes its output to a log file, and is stopped by the process id
-it started: SIGINT first, SIGKILL after 15 s. Each suite's `conftest.py` subclasses
-`MaskWebProcess` with its own environment, readiness probe and helpers.
+The server listens on 127.0.0.1 only, writes its output to a log file, and is stopped by the
+process id it started: SIGINT first, SIGKILL after 15 s. Each suite subclasses `MaskWebProcess`
+(or uses it as is) with its own environment, readiness probe and helpers.
 """
 
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
 MODELS = ROOT / "models"
 HOST = "127.0.0.1"
+# The photos inside the repository (CC0; see fixtures/README.md).
+PHOTOS = ROOT / "fixtures" / "photos"
 
 
 def require_binary():
@@ -29,6 +33,39 @@ def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def smallest_photos(n):
+    """The n smallest test photos (fastest to detect), deterministic."""
+    if not PHOTOS.is_dir():
+        pytest.fail(f"photo directory {PHOTOS} missing")
+    files = sorted(PHOTOS.glob("*.png"), key=lambda p: (p.stat().st_size, p.name))
+    if len(files) < n:
+        pytest.fail(f"only {len(files)} photos in {PHOTOS}")
+    return files[:n]
+
+
+def multipart(fields, files=()):
+    """A multipart/form-data body and its content type. `fields` maps names to str (or is a
+    list of pairs); `files` is (name, file name, bytes, content type) with the file name as str
+    or raw bytes."""
+    boundary = "----masktest" + uuid.uuid4().hex
+    items = fields.items() if isinstance(fields, dict) else fields
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in items
+    ]
+    for name, file_name, data, ctype in files:
+        raw_name = file_name if isinstance(file_name, bytes) else file_name.encode()
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="'.encode()
+            + raw_name
+            + f'"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def base_env(data_dir, port, admin_password, models_dir=MODELS):
