@@ -122,8 +122,8 @@ const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Read and discard the rest of a multipart body before answering a refusal (busy pool): if the
 /// server answered and closed while the client was still sending, the client's TCP stack would get
 /// a reset and could lose the answer. Bounded by the route's length limit and [`DRAIN_TIMEOUT`];
-/// nothing is kept in memory. Measured with `benches/src/bin/load.rs` at concurrency 32: 3154
-/// connection errors among 42559 refusals before, none after.
+/// nothing is kept in memory. `benches/src/bin/load.rs` at concurrency 32 checks that refused
+/// uploads get their answer instead of a connection error.
 pub async fn drain(mut form: FormData) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(Ok(mut part)) = form.next().await {

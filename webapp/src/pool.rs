@@ -9,9 +9,8 @@
 //! Dedicated threads rather than tokio's blocking pool: a detection allocates a few hundred MiB
 //! of activations and the C allocator keeps freed memory in per-thread arenas, so detections stay
 //! on a fixed set of threads (and out of the way of the blocking pool's file and database work).
-//! Measured with `benches/src/bin/load.rs` at concurrency 4, the server's peak RSS was 926 MiB
-//! before and 917 MiB after: the bound comes from the `workers` detections in flight, not from the
-//! threads (PERFORMANCE.md has the load figures).
+//! Memory is bounded by the `workers` detections in flight, not by the threads (PERFORMANCE.md
+//! has the load figures).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
