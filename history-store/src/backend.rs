@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::types::{
-    Category, Counts, Cursor, Entry, EntryId, ImageData, Kind, NewEntry, Page, UserId,
+    Category, Counts, Cursor, DayCount, Entry, EntryId, ImageData, Kind, NewEntry, Page, UserId,
 };
 
 /// A place to keep detection history.
@@ -39,6 +39,15 @@ pub trait HistoryBackend: Send + Sync + Debug {
 
     /// Number of the owner's entries per category.
     fn counts(&self, owner: UserId) -> Result<Counts>;
+
+    /// Entries per UTC day and category recorded in `[from_ms, to_ms)`, of one owner or of
+    /// everyone (`None`), ordered by day.
+    fn daily_counts(
+        &self,
+        owner: Option<UserId>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DayCount>>;
 
     /// One entry; [`crate::Error::NotFound`] unless it exists and belongs to `owner`.
     fn get(&self, owner: UserId, id: &EntryId) -> Result<Entry>;

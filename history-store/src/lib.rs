@@ -70,6 +70,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use store::{HistoryStore, StoreConfig, SweepReport};
 pub use types::{
-    Category, Counts, Cursor, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind,
+    Category, Counts, Cursor, DayCount, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind,
     MAX_FILE_NAME_CHARS, MAX_URL_BYTES, NewEntry, Page, Source, UnknownCategory, UserId,
 };

@@ -14,8 +14,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, db, io};
 use crate::prepare::{PrepareLimits, Prepared, prepare};
 use crate::types::{
-    Category, Counts, Cursor, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind, NewEntry,
-    Page, Source, UserId,
+    Category, Counts, Cursor, DayCount, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind,
+    NewEntry, Page, Source, UserId,
 };
 
 /// Settings for [`HistoryStore`]. `Default` gives sensible production values.
@@ -637,6 +637,58 @@ impl HistoryStore {
         Ok(Page { entries, next })
     }
 
+    /// Entries per UTC day and category recorded in `[from_ms, to_ms)`, of one owner or (with
+    /// `None`) of everyone, ordered by day. Days are counted from the Unix epoch.
+    ///
+    /// Errors: [`Error::Database`]; [`Error::Corrupt`] for an unknown stored category.
+    pub fn daily_counts(
+        &self,
+        owner: Option<UserId>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DayCount>> {
+        let mut sql = String::from(
+            "SELECT created_at / 86400000 AS day, category, COUNT(*) FROM entries \
+             WHERE created_at >= ? AND created_at < ?",
+        );
+        let mut args = vec![Value::Integer(from_ms), Value::Integer(to_ms)];
+        if let Some(owner) = owner {
+            sql.push_str(" AND owner = ?");
+            args.push(Value::Integer(owner.0));
+        }
+        sql.push_str(" GROUP BY day, category ORDER BY day");
+        let rows = self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(db("prepare daily counts"))?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db("daily counts"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db("daily counts"))?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(day, category, n)| {
+                let category: Category = category.parse().map_err(|_| Error::Corrupt {
+                    id: format!("day {day}"),
+                    detail: format!("unknown category {category:?}"),
+                })?;
+                Ok(DayCount {
+                    day,
+                    category,
+                    count: u64::try_from(n).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
     /// Number of the owner's entries per category.
     ///
     /// Errors: [`Error::Database`]; [`Error::Corrupt`] for an unknown stored category.
@@ -962,6 +1014,15 @@ impl HistoryBackend for HistoryStore {
 
     fn bytes_used(&self, owner: UserId) -> Result<u64> {
         HistoryStore::bytes_used(self, owner)
+    }
+
+    fn daily_counts(
+        &self,
+        owner: Option<UserId>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DayCount>> {
+        HistoryStore::daily_counts(self, owner, from_ms, to_ms)
     }
 
     fn ping(&self) -> Result<()> {

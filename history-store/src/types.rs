@@ -93,6 +93,17 @@ impl fmt::Display for EntryId {
 
 pub use mask_category::{Category, UnknownCategory};
 
+/// How many entries of one category were recorded on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    /// The category.
+    pub category: Category,
+    /// Entries of that category that day.
+    pub count: u64,
+}
+
 /// Where the original image came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "url", rename_all = "snake_case")]

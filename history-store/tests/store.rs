@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use history_store::{
-    Category, Cursor, Error, HistoryBackend, HistoryStore, ImageType, Kind, ManualClock, NewEntry,
-    Source, StoreConfig, UserId,
+    Category, Cursor, DayCount, Error, HistoryBackend, HistoryStore, ImageType, Kind, ManualClock,
+    NewEntry, Source, StoreConfig, UserId,
 };
 use sha2::{Digest, Sha256};
 
@@ -639,4 +639,49 @@ fn usable_through_the_backend_trait_object() {
     assert_eq!(backend.bytes_used(UserId(9)).unwrap(), e.total_bytes());
     assert!(backend.delete(UserId(9), &e.id).unwrap());
     assert_eq!(backend.counts(UserId(9)).unwrap().total(), 0);
+}
+
+#[test]
+fn daily_counts_group_by_utc_day_and_category_per_owner_or_for_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(3 * DAY_MS));
+    let store =
+        HistoryStore::open_with_clock(dir.path(), StoreConfig::default(), clock.clone()).unwrap();
+    store.record(entry(1, 0, Category::AllMasked)).unwrap();
+    store.record(entry(1, 1, Category::AllMasked)).unwrap();
+    store.record(entry(2, 2, Category::NoFace)).unwrap();
+    clock.set_ms(4 * DAY_MS + 1000);
+    store.record(entry(1, 3, Category::SomeMasked)).unwrap();
+    clock.set_ms(9 * DAY_MS);
+    store.record(entry(1, 4, Category::NoFace)).unwrap();
+
+    let mine = store
+        .daily_counts(Some(UserId(1)), 3 * DAY_MS, 5 * DAY_MS)
+        .unwrap();
+    assert_eq!(
+        mine,
+        vec![
+            DayCount {
+                day: 3,
+                category: Category::AllMasked,
+                count: 2
+            },
+            DayCount {
+                day: 4,
+                category: Category::SomeMasked,
+                count: 1
+            },
+        ]
+    );
+    let everyone = store.daily_counts(None, 0, 10 * DAY_MS).unwrap();
+    let total: u64 = everyone.iter().map(|d| d.count).sum();
+    assert_eq!(total, 5);
+    assert!(everyone.contains(&DayCount {
+        day: 3,
+        category: Category::NoFace,
+        count: 1
+    }));
+    assert!(everyone.windows(2).all(|w| w[0].day <= w[1].day));
+    // The range's end is exclusive.
+    assert!(store.daily_counts(None, 0, 3 * DAY_MS).unwrap().is_empty());
 }
