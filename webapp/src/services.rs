@@ -273,3 +273,245 @@ pub fn health(app: &App) -> std::result::Result<(), String> {
         .map_err(|e| format!("history store: {e}"))?;
     Ok(())
 }
+
+/// Decode and detect one image on the detection pool, recording nothing (`POST /api/detect`,
+/// the camera page).
+pub async fn detect_only(
+    app: &std::sync::Arc<App>,
+    ticket: &Ticket,
+    bytes: Vec<u8>,
+) -> Result<Detection> {
+    let app2 = app.clone();
+    app.pool
+        .run(ticket, move || {
+            let image = mask_detect::decode_image(&bytes, app2.detector.config())?;
+            Ok(app2.detector.detect(&image)?)
+        })
+        .await
+        .map_err(ServiceError::Pool)?
+}
+
+/// Limits on a zip of photos in a batch upload, checked from the central directory and again
+/// while inflating, so a header that lies about its sizes gets no further.
+#[derive(Debug, Clone, Copy)]
+pub struct ZipLimits {
+    /// Most entries (files and folders) one zip may hold.
+    pub max_entries: usize,
+    /// Most bytes all its entries may inflate to together.
+    pub max_total_bytes: u64,
+    /// Largest inflated size per compressed byte of one entry.
+    pub max_ratio: u64,
+}
+
+impl Default for ZipLimits {
+    fn default() -> Self {
+        ZipLimits {
+            max_entries: 100,
+            max_total_bytes: 256 * 1024 * 1024,
+            max_ratio: 100,
+        }
+    }
+}
+
+/// Why a zip of photos was refused as a whole; nothing of it was recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZipRefused {
+    /// More entries than [`ZipLimits::max_entries`].
+    #[error("the zip holds {found} entries: the limit is {limit}")]
+    TooManyEntries {
+        /// Entries in the central directory.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The entries inflate (or say they inflate) to more than [`ZipLimits::max_total_bytes`].
+    #[error("the zip's photos take more than {limit_mib} MiB uncompressed")]
+    TooLarge {
+        /// The limit in MiB.
+        limit_mib: u64,
+    },
+    /// One entry is compressed more than [`ZipLimits::max_ratio`] to one.
+    #[error("entry {name:?} is compressed more than {limit}:1 (a zip bomb?)")]
+    Ratio {
+        /// The entry's name.
+        name: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// One entry inflates to more than its header says.
+    #[error("entry {name:?} inflates to more than its header declares")]
+    SizeMismatch {
+        /// The entry's name.
+        name: String,
+    },
+    /// Not a zip, or one this server cannot read (encrypted, an unsupported method, corrupt).
+    #[error("not a readable zip: {0}")]
+    Unreadable(String),
+}
+
+/// A file of a batch upload: a photo, or a zip of photos (by its `PK\x03\x04` signature).
+pub fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
+}
+
+/// One photo in a zip: its name inside the zip and its inflated bytes.
+pub struct ZipPhoto {
+    /// The entry's path inside the zip.
+    pub name: String,
+    /// The inflated bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Check a zip of photos against `limits` (its central directory, then every entry inflated
+/// into nothing, so lying headers are caught), then inflate it: the photos, in order, skipping
+/// folders and macOS resource forks. Blocking: run it on the detection pool.
+pub fn unzip_photos(
+    zip_bytes: &[u8],
+    limits: &ZipLimits,
+) -> std::result::Result<Vec<ZipPhoto>, ZipRefused> {
+    let unreadable = |e: zip::result::ZipError| ZipRefused::Unreadable(e.to_string());
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).map_err(unreadable)?;
+    if archive.len() > limits.max_entries {
+        return Err(ZipRefused::TooManyEntries {
+            found: archive.len(),
+            limit: limits.max_entries,
+        });
+    }
+    let too_large = ZipRefused::TooLarge {
+        limit_mib: limits.max_total_bytes / (1024 * 1024),
+    };
+    // From the central directory: declared sizes and ratios.
+    let mut declared_total: u64 = 0;
+    let mut photos = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive.by_index_raw(i).map_err(unreadable)?;
+        let name = entry.name().map_err(unreadable)?.into_owned();
+        declared_total = declared_total.saturating_add(entry.size());
+        if declared_total > limits.max_total_bytes {
+            return Err(too_large);
+        }
+        if entry.size() > entry.compressed_size().saturating_mul(limits.max_ratio) {
+            return Err(ZipRefused::Ratio {
+                name,
+                limit: limits.max_ratio,
+            });
+        }
+        if entry.is_file() && !name.starts_with("__MACOSX/") {
+            photos.push((i, name, entry.size(), entry.compressed_size()));
+        }
+    }
+    // While inflating: never more than declared (so never beyond the total or the ratio).
+    let mut out = Vec::with_capacity(photos.len());
+    for (i, name, declared, _) in photos {
+        let mut entry = archive.by_index(i).map_err(unreadable)?;
+        let mut bytes = Vec::new();
+        let read = std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut entry, declared.saturating_add(1)),
+            &mut bytes,
+        )
+        .map_err(|e| ZipRefused::Unreadable(format!("entry {name:?}: {e}")))?;
+        if read as u64 > declared {
+            return Err(ZipRefused::SizeMismatch { name });
+        }
+        out.push(ZipPhoto { name, bytes });
+    }
+    Ok(out)
+}
+
+/// What became of one photo of a batch upload.
+pub struct BatchItem {
+    /// The file name (for a photo in a zip: `zip name/entry name`).
+    pub name: String,
+    /// The recorded entry and its detection, or why this photo was not recorded.
+    pub outcome: std::result::Result<(Entry, Detection), AppError>,
+}
+
+/// Why a batch upload was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// A zip broke its limits: nothing of the batch was recorded.
+    #[error("{file}: {reason}")]
+    Zip {
+        /// The zip's file name.
+        file: String,
+        /// Which limit.
+        #[source]
+        reason: ZipRefused,
+    },
+    /// More photos than [`ZipLimits::max_entries`] in one batch.
+    #[error("too many photos in one batch: the limit is {limit}")]
+    TooManyPhotos {
+        /// The limit.
+        limit: usize,
+    },
+    /// The detection pool is gone or a job panicked.
+    #[error("detection pool: {0}")]
+    Pool(String),
+}
+
+impl From<BatchError> for AppError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Zip {
+                reason: ZipRefused::Unreadable(_),
+                ..
+            } => AppError::BadRequest(e.to_string()),
+            BatchError::Zip { .. } | BatchError::TooManyPhotos { .. } => {
+                AppError::TooLarge(e.to_string())
+            }
+            BatchError::Pool(_) => AppError::internal("running a batch", e),
+        }
+    }
+}
+
+/// Record each photo of a batch upload for `owner` as its own history entry, on the detection
+/// pool: zips are opened and checked first (all of them, before anything is recorded, so a zip
+/// bomb leaves nothing behind), then each photo is detected and recorded in turn. A photo that
+/// cannot be read is reported in its [`BatchItem`] and the others go on.
+pub async fn record_batch(
+    app: &std::sync::Arc<App>,
+    ticket: &Ticket,
+    owner: UserId,
+    files: Vec<(String, Vec<u8>)>,
+    limits: ZipLimits,
+) -> std::result::Result<Vec<BatchItem>, BatchError> {
+    let app2 = app.clone();
+    app.pool
+        .run(ticket, move || {
+            let mut photos = Vec::new();
+            for (file, bytes) in files {
+                if is_zip(&bytes) {
+                    let inner =
+                        unzip_photos(&bytes, &limits).map_err(|reason| BatchError::Zip {
+                            file: file.clone(),
+                            reason,
+                        })?;
+                    photos.extend(
+                        inner
+                            .into_iter()
+                            .map(|p| (format!("{file}/{}", p.name), p.bytes)),
+                    );
+                } else {
+                    photos.push((file, bytes));
+                }
+                if photos.len() > limits.max_entries {
+                    return Err(BatchError::TooManyPhotos {
+                        limit: limits.max_entries,
+                    });
+                }
+            }
+            Ok(photos
+                .into_iter()
+                .map(|(name, bytes)| {
+                    let short = name.rsplit('/').next().unwrap_or(&name).to_string();
+                    let outcome = record_detection(&app2, owner, bytes, Some(short), Source::File)
+                        .map_err(AppError::from);
+                    BatchItem { name, outcome }
+                })
+                .collect())
+        })
+        .await
+        .map_err(BatchError::Pool)?
+}

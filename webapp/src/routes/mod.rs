@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod detection;
 pub mod site;
 
@@ -46,6 +47,8 @@ pub fn routes(app: Arc<App>) -> Route {
         .or(admin::routes(&app))
         .unify()
         .or(detection::routes(&app))
+        .unify()
+        .or(batch::routes(&app))
         .unify()
         .or(site::routes(&app))
         .unify()

@@ -89,6 +89,14 @@ fn static_body(name: &str) -> Result<Response, Rejection> {
             include_str!("../../static/upload.js"),
             "text/javascript; charset=utf-8",
         ),
+        "camera.js" => (
+            include_str!("../../static/camera.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "batch.js" => (
+            include_str!("../../static/batch.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return Err(warp::reject::not_found()),
     };
     let mut r = body.into_response();
