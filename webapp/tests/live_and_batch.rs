@@ -375,3 +375,45 @@ async fn zip_bombs_and_too_many_entries_get_a_clear_4xx_and_nothing_is_recorded(
         "nothing of a refused batch is recorded"
     );
 }
+
+#[tokio::test]
+async fn detect_and_batch_keep_the_pool_limits_per_address_and_in_all() {
+    let s = server_with(|cfg| {
+        cfg.detector.detect_workers = 1;
+        cfg.detector.detect_queue = 1;
+        cfg.detector.detect_per_client = 1;
+    })
+    .await;
+    let mut c = user(&s, "lou").await;
+    let h = [("x-requested-with", "x")];
+    // 127.0.0.1 already holds its one place, as a slow upload would: 429.
+    let held = s.app.pool.admit("127.0.0.1").unwrap();
+    let (status, body) = detect_raw(&c, "image/png", photo("maksssksksss1.png"), &h).await;
+    assert_eq!(status, 429, "{body}");
+    let p = post_batch(&mut c, &[("a.png", photo("maksssksksss1.png"))], true).await;
+    assert_eq!(p.status, 429, "{}", p.body);
+    // Every place taken: 503 with Retry-After.
+    let _other = s.app.pool.admit("192.0.2.1").unwrap();
+    drop(held);
+    let _third = s.app.pool.admit("192.0.2.2").unwrap();
+    let r = c
+        .http
+        .post(format!("{}/api/detect", s.base))
+        .header("content-type", "image/png")
+        .header("x-requested-with", "x")
+        .header(
+            "cookie",
+            c.cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .body(photo("maksssksksss1.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(recorded(&mut c).await, 0);
+}

@@ -205,8 +205,13 @@ impl DetectBody {
     async fn drain(self) {
         match self {
             DetectBody::Form(f) => drain(f).await,
-            DetectBody::Raw(body) => {
-                let _ = within(UPLOAD_TIMEOUT, read_capped(body, u64::MAX)).await;
+            // Discarded as it arrives (nothing kept), for as long as a refused upload is drained.
+            DetectBody::Raw(mut body) => {
+                use futures_util::StreamExt;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    while let Some(Ok(_)) = body.next().await {}
+                })
+                .await;
             }
         }
     }
