@@ -369,6 +369,12 @@ async fn zip_bombs_and_too_many_entries_get_a_clear_4xx_and_nothing_is_recorded(
     assert_eq!(p.status, 413, "{}", p.body);
     assert!(p.body.contains("101 entries"), "{}", p.body);
 
+    // Too many files in one form.
+    let files: Vec<(&str, Vec<u8>)> = names.iter().map(|n| (n.as_str(), b"x".to_vec())).collect();
+    let p = post_batch(&mut c, &files, false).await;
+    assert_eq!(p.status, 413, "{}", p.body);
+    assert!(p.body.contains("too many files"), "{}", p.body);
+
     assert_eq!(
         recorded(&mut c).await,
         0,

@@ -19,7 +19,7 @@ use super::{Route, route};
 use crate::app::App;
 use crate::error::{AppError, json_error};
 use crate::guards::{SignedIn, signed_in};
-use crate::multipart::{UPLOAD_TIMEOUT, drain, upload_body};
+use crate::multipart::{UPLOAD_IDLE_TIMEOUT, UPLOAD_TIMEOUT, drain, upload_body};
 use crate::services::{self, BatchItem, ZipLimits};
 use crate::web::{Layout, blocking, render, within};
 
@@ -219,6 +219,19 @@ fn item_json(item: &BatchItem) -> serde_json::Value {
     }
 }
 
+/// The next piece of a batch body, or 408 when nothing arrives for
+/// [`UPLOAD_IDLE_TIMEOUT`] (a stalled client does not keep its pool place).
+async fn idle_limited<T>(next: impl std::future::Future<Output = T>) -> Result<T, AppError> {
+    tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, next)
+        .await
+        .map_err(|_| {
+            AppError::Timeout(format!(
+                "no data for {} s: the upload was abandoned",
+                UPLOAD_IDLE_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 /// The text fields and the files of a batch form, at most `max` file bytes in all (413 beyond).
 async fn read_files(
     mut form: FormData,
@@ -227,12 +240,12 @@ async fn read_files(
     let mut fields = HashMap::new();
     let mut files = Vec::new();
     let mut total: u64 = 0;
-    while let Some(part) = form.next().await {
+    while let Some(part) = idle_limited(form.next()).await? {
         let mut part = part.map_err(|e| AppError::BadRequest(format!("malformed form: {e}")))?;
         let name = part.name().to_string();
         let file_name = part.filename().map(str::to_string);
         let mut data = Vec::new();
-        while let Some(chunk) = part.data().await {
+        while let Some(chunk) = idle_limited(part.data()).await? {
             let chunk = chunk.map_err(|e| AppError::BadRequest(format!("malformed form: {e}")))?;
             total += chunk.remaining() as u64;
             if total > max || (file_name.is_none() && data.len() > 8 * 1024) {
@@ -244,6 +257,12 @@ async fn read_files(
             data.extend_from_slice(chunk.chunk());
         }
         match file_name {
+            Some(_) if files.len() >= ZipLimits::default().max_entries => {
+                return Err(AppError::TooLarge(format!(
+                    "too many files: a batch may hold {}",
+                    ZipLimits::default().max_entries
+                )));
+            }
             Some(f) if !data.is_empty() => files.push((f, data)),
             Some(_) => {}
             None => {
