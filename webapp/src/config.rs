@@ -130,6 +130,10 @@ pub struct HistorySettings {
     pub retention_days: u64,
     /// How often the periodic job (retention, expired sessions) runs.
     pub maintenance_interval_minutes: u64,
+    /// Store originals without their metadata (EXIF with GPS position, XMP, IPTC, comments).
+    pub strip_metadata: bool,
+    /// Blur the faces in the stored annotated copies (and so in the thumbnails).
+    pub blur_faces: bool,
 }
 
 /// `[detector]`: the models, the detection pool and the detector's tunables.
@@ -234,6 +238,8 @@ impl Default for HistorySettings {
         HistorySettings {
             retention_days: 0,
             maintenance_interval_minutes: 60,
+            strip_metadata: true,
+            blur_faces: false,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod guards;
 pub mod jobs;
 pub mod multipart;
 pub mod pool;
+pub mod privacy;
 pub mod routes;
 pub mod server;
 pub mod services;

@@ -40,6 +40,9 @@ pub enum ServiceError {
     /// Serialising the detection for the history.
     #[error("serialising the detection")]
     Json(#[from] serde_json::Error),
+    /// Removing the original's metadata failed.
+    #[error("removing the photo's metadata: {0}")]
+    Metadata(String),
     /// The detection pool is gone or a detection panicked.
     #[error("detection pool: {0}")]
     Pool(String),
@@ -230,7 +233,16 @@ pub fn record_detection(
 ) -> Result<(Entry, Detection)> {
     let image = mask_detect::decode_image(&bytes, app.detector.config())?;
     let detection = app.detector.detect(&image)?;
-    let annotated = mask_detect::annotate(&image, &detection);
+    let annotated = if app.settings.history.blur_faces {
+        mask_detect::annotate(&crate::privacy::blur_faces(&image, &detection), &detection)
+    } else {
+        mask_detect::annotate(&image, &detection)
+    };
+    let bytes = if app.settings.history.strip_metadata {
+        crate::privacy::strip_metadata(&bytes, &image).map_err(ServiceError::Metadata)?
+    } else {
+        bytes
+    };
     let mut jpeg = Vec::new();
     mask_detect::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
         .encode_image(&annotated)
@@ -272,6 +284,67 @@ pub fn health(app: &App) -> std::result::Result<(), String> {
         .ping()
         .map_err(|e| format!("history store: {e}"))?;
     Ok(())
+}
+
+/// Delete every upload of `owner` ("delete all my uploads"); returns how many went.
+pub fn delete_all_uploads(app: &App, owner: UserId) -> Result<usize> {
+    Ok(app.history.delete_user(history_store::UserId(owner.0))?)
+}
+
+/// Every entry of `owner` (of one category, or all), newest first, for export.
+pub fn all_entries(
+    app: &App,
+    owner: UserId,
+    category: Option<history_store::Category>,
+) -> Result<Vec<Entry>> {
+    let owner = history_store::UserId(owner.0);
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = app
+            .history
+            .list(owner, category, after.as_ref(), usize::MAX)?;
+        out.extend(page.entries);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Uploads per day and category over a range of days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trend {
+    /// The first day (days since the Unix epoch, UTC).
+    pub first_day: i64,
+    /// One row per day from `first_day`, counts in [`history_store::Category::ALL`] order.
+    pub days: Vec<[u64; 4]>,
+}
+
+/// Uploads per UTC day and category from `first_day` to `last_day` (inclusive; days since the
+/// epoch), of `owner` or, with `None`, of every user.
+pub fn trend(app: &App, owner: Option<UserId>, first_day: i64, last_day: i64) -> Result<Trend> {
+    const DAY_MS: i64 = 86_400_000;
+    let n = usize::try_from(last_day - first_day + 1).unwrap_or(0);
+    let mut days = vec![[0u64; 4]; n];
+    let counts = app.history.daily_counts(
+        owner.map(|o| history_store::UserId(o.0)),
+        first_day.saturating_mul(DAY_MS),
+        (last_day + 1).saturating_mul(DAY_MS),
+    )?;
+    for c in counts {
+        let slot = history_store::Category::ALL
+            .iter()
+            .position(|k| *k == c.category)
+            .unwrap_or(0);
+        if let Some(day) = usize::try_from(c.day - first_day)
+            .ok()
+            .and_then(|i| days.get_mut(i))
+        {
+            day[slot] += c.count;
+        }
+    }
+    Ok(Trend { first_day, days })
 }
 
 /// Decode and detect one image on the detection pool, recording nothing (`POST /api/detect`,

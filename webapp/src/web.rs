@@ -211,9 +211,18 @@ pub fn encode_component(s: &str) -> String {
 
 /// A Unix time as `YYYY-MM-DD HH:MM UTC`.
 pub fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
+    format!(
+        "{} {:02}:{:02} UTC",
+        civil_from_days(secs.div_euclid(86_400)),
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Days since the Unix epoch as a `YYYY-MM-DD` date (proleptic Gregorian; Howard Hinnant's
+/// civil-from-days).
+pub fn civil_from_days(days: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -223,11 +232,30 @@ pub fn format_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A `YYYY-MM-DD` date as days since the Unix epoch; `None` unless it is a real date between
+/// the years 1970 and 9999.
+pub fn days_from_civil(date: &str) -> Option<i64> {
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 {
+        return None;
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // Reject 2026-02-30 and the like: the round trip must give the same date back.
+    (civil_from_days(days) == date).then_some(days)
 }
 
 /// A duration as people say it: "10 minutes", "1 hour", "3 days".
@@ -276,6 +304,26 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(72 * 3600)), "3 days");
         assert_eq!(human_duration(Duration::from_secs(90)), "90 seconds");
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(days_from_civil("1970-01-01"), Some(0));
+        assert_eq!(days_from_civil("2026-12-04"), Some(20_791));
+        assert_eq!(civil_from_days(20_791), "2026-12-04");
+        assert_eq!(
+            days_from_civil("2024-02-29")
+                .map(civil_from_days)
+                .as_deref(),
+            Some("2024-02-29")
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "26-01-01",
+            "2026-1-01",
+            "x",
+            "2026-01-01-01",
+            "",
+        ] {
+            assert_eq!(days_from_civil(bad), None, "{bad}");
+        }
     }
 
     #[test]

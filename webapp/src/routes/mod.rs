@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod batch;
 pub mod detection;
+pub mod reports;
 pub mod site;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub fn routes(app: Arc<App>) -> Route {
         .or(detection::routes(&app))
         .unify()
         .or(batch::routes(&app))
+        .unify()
+        .or(reports::routes(&app))
         .unify()
         .or(site::routes(&app))
         .unify()
