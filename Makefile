@@ -26,12 +26,12 @@ system-deps:
 run: models build
 	$(BIN)/mask-web
 
-## The one build of the workspace: every library, program and test, with the features that
-# `cargo test --workspace` turns on. `run`, `rust-test`, `load` and the Python module's build all
-# reuse it; `cargo run -p webapp` would resolve features for one package and compile tract and
-# ~100 other crates a second time.
+## The one build of the workspace: every library, program, test and benchmark, with the features
+# that `cargo test --workspace --all-targets` turns on (the same units, so `rust-test` compiles
+# nothing more). `run`, `load` and the Python module's build reuse it too; `cargo run -p webapp`
+# would resolve features for one package and compile tract and ~100 other crates a second time.
 build:
-	cargo test --workspace --all-targets --no-run
+	cargo build --workspace --all-targets
 
 ## Every test of every crate and of the Python tools, plus fmt and clippy.
 test: models venv system-deps lint rust-test python-test load-smoke

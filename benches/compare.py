@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side timings: our `mask-detect` (tract) against onnxruntime on the same models and photos.
 
-Runs `target/debug/stage_times` (the test build makes it: `cargo test --workspace --all-targets
---no-run`) and the same stages in onnxruntime, alternating round by round so both see the same
+Runs `target/debug/stage_times` (`make build` makes it: `cargo build --workspace --all-targets`)
+and the same stages in onnxruntime, alternating round by round so both see the same
 machine load, and prints per-stage medians (ms), the ratio ours/onnxruntime and images per second
 with two threads. `--bin` runs another build of `stage_times` instead (to compare builds).
 
@@ -203,7 +203,7 @@ def main():
                     help="photos (default: maksssksksss0-2 of fixtures/photos)")
     args = ap.parse_args()
     if not args.bin.exists():
-        sys.exit(f"{args.bin} missing: run `cargo test --workspace --all-targets --no-run`")
+        sys.exit(f"{args.bin} missing: run `make build` (cargo build --workspace --all-targets)")
 
     face_model = centerface_bytes(args.models / "centerface.onnx")
     mask_model = args.models / "mask_classifier.onnx"

@@ -7,7 +7,7 @@
 //! load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE]
 //! ```
 //!
-//! Build the server first (`make load` does: `cargo test --workspace --all-targets --no-run`);
+//! Build the server first (`make load` does: `make build`, `cargo build --workspace --all-targets`);
 //! it runs the `mask-web` beside its own executable, or `MASK_WEB_BIN`. Only loopback is contacted. The exit status is non-zero
 //! when a promise is broken: a request timed out or failed at the connection, a 5xx other than
 //! 503 came back, a 503 took longer than a second, the server's peak RSS went over the bound, or
@@ -553,7 +553,7 @@ impl Server {
             .unwrap_or_else(|| root.join("target/debug/mask-web"));
         assert!(
             bin.is_file(),
-            "{} missing: run `make build` (cargo test --workspace --all-targets --no-run) first",
+            "{} missing: run `make build` (cargo build --workspace --all-targets) first",
             bin.display()
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
