@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the detector: face detection alone, mask classification alone (1 and
 //! 8 faces) and the whole `detect` on real photos of different sizes, all single-threaded.
 //!
-//! Run with `cargo bench -p benches --bench detector`.
+//! Run with `cargo bench --profile dev --workspace --bench detector`: the workspace's one profile
+//! and its feature set, so it reuses `make build` (`-p benches` alone would resolve other
+//! dependency features and compile them again).
 
 // A benchmark is a frontend: a missing model or photo should stop it at once, loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
