@@ -51,7 +51,7 @@ SIGNAL_SETS = {
     "scores+geometry": (SCORES + GEOMETRY, False),
     "scores+geometry+features": (SCORES + GEOMETRY + ["softmax"], True),
 }
-C_GRID = [0.001, 0.003, 0.01, 0.03, 0.1]
+C_GRID = [0.001, 0.003, 0.01, 0.03]
 
 
 def sha256(path):
@@ -78,7 +78,7 @@ def load(dirname, manifest_path):
     return rows, feats[keep], manifest, feat_path
 
 
-def signal_names(dirname):
+def signal_names(_dirname):
     """The SIGNALS order the candidates were written in (the Rust crate's), from its source."""
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mask-detect", "src", "verifier.rs")
     text = open(src).read()
@@ -223,12 +223,19 @@ def main():
     ap.add_argument("--min-precision", type=float, default=0.91, help="cross-validated precision the threshold must keep")
     ap.add_argument("--sets", default=",".join(SIGNAL_SETS), help="signal sets to compare, comma separated")
     ap.add_argument("--c", default=",".join(str(c) for c in C_GRID), help="C values to compare, comma separated")
+    ap.add_argument("--min-score", type=float, default=0.0,
+                    help="use only candidates whose best CenterFace score is at least this (approximates a higher "
+                         "Config::candidate_threshold without a new dump; the shipped verifier is fitted on a dump made "
+                         "at its own threshold)")
     ap.add_argument("--out", default="mask-detect/heads/face_verifier.json")
     ap.add_argument("--report", help="also write the cross-validation curves as JSON here")
     args = ap.parse_args()
 
     rows, feats, manifest, feat_path = load(args.candidates, args.manifest)
     all_names = signal_names(args.candidates)
+    if args.min_score > 0:
+        k = [i for i, r in enumerate(rows) if r["signals"][all_names.index("score_max")] >= args.min_score]
+        rows, feats = [rows[i] for i in k], feats[k]
     if len(rows[0]["signals"]) != len(all_names):
         sys.exit(f"candidates have {len(rows[0]['signals'])} signals, verifier.rs names {len(all_names)}")
     y = np.array([1.0 if r["face"] is not None else 0.0 for r in rows])
@@ -290,6 +297,7 @@ def main():
                        "threshold": f"best out-of-fold referee recall at precision >= {args.min_precision}"},
             "command": (f".venv/bin/python tools/train_verifier.py --candidates {args.candidates} "
                         f"--min-precision {args.min_precision:g} --sets {args.sets} --c {args.c} "
+                        + (f"--min-score {args.min_score:g} " if args.min_score > 0 else "") +
                         f"--out mask-detect/heads/face_verifier.json"),
             "features_sha256": sha256(feat_path),
             "versions": {"python": sys.version.split()[0], "numpy": np.__version__},

@@ -7,8 +7,7 @@ use std::sync::{Arc, mpsc};
 
 use mask_detect::image::DynamicImage;
 use mask_detect::{
-    Config, Detection, Detector, FaceVerifier, LinearHead, MaskHead, Preset, Verifier,
-    decode_image,
+    Config, Detection, Detector, FaceVerifier, LinearHead, MaskHead, Preset, Verifier, decode_image,
 };
 
 /// Detector options shared by the example programs.

@@ -226,7 +226,7 @@ impl Detector {
         };
         // Make the single-face classifier plan now: it proves the file is a runnable classifier
         // (with the features our head needs) at startup rather than on the first request.
-        detector
+        let blank = detector
             .classify_crops(&[RgbImage::new(CROP_SIZE, CROP_SIZE)])
             .map_err(|e| match e {
                 Error::Inference(message) => Error::ModelInvalid {
@@ -235,6 +235,20 @@ impl Detector {
                 },
                 e => e,
             })?;
+        // Likewise a verifier that reads more or fewer features than the classifier gives.
+        if let (Some(v), Some(c)) = (&detector.verifier, blank.first())
+            && v.features() > 0
+            && v.features() != c.features.len()
+        {
+            return Err(Error::ModelInvalid {
+                name: "face verifier".into(),
+                message: format!(
+                    "it reads {} features, {mask_name} gives {}",
+                    v.features(),
+                    c.features.len()
+                ),
+            });
+        }
         Ok(detector)
     }
 

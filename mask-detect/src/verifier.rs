@@ -25,7 +25,7 @@ pub const VERIFIER_FORMAT: &str = "mask-detect-face-verifier/1";
 /// The third run's long side the embedded verifier was fitted with ([`crate::Config`]'s default).
 pub(crate) const LARGE_LONG_SIDE: u32 = 1280;
 /// The candidate score the embedded verifier was fitted with ([`crate::Config`]'s default).
-pub(crate) const CANDIDATE_THRESHOLD: f32 = 0.1;
+pub(crate) const CANDIDATE_THRESHOLD: f32 = 0.2;
 
 /// The CenterFace runs of the accurate preset, in the order of [`Candidate::scores`].
 pub(crate) const VIEWS: usize = 3;
@@ -188,8 +188,7 @@ impl FaceVerifier {
 
     /// The verifier embedded in the crate (`heads/face_verifier.json`), parsed once.
     pub fn embedded() -> Result<Arc<FaceVerifier>> {
-        static VERIFIER: OnceLock<std::result::Result<Arc<FaceVerifier>, String>> =
-            OnceLock::new();
+        static VERIFIER: OnceLock<std::result::Result<Arc<FaceVerifier>, String>> = OnceLock::new();
         VERIFIER
             .get_or_init(|| {
                 FaceVerifier::parse(EMBEDDED_NAME, EMBEDDED_JSON)
@@ -319,7 +318,10 @@ mod tests {
     #[test]
     fn merge_groups_overlapping_boxes_of_the_runs_and_keeps_the_best_box() {
         let runs = [
-            vec![face([0.0, 0.0, 10.0, 10.0], 0.6), face([50.0, 0.0, 60.0, 10.0], 0.2)],
+            vec![
+                face([0.0, 0.0, 10.0, 10.0], 0.6),
+                face([50.0, 0.0, 60.0, 10.0], 0.2),
+            ],
             vec![face([1.0, 0.0, 11.0, 10.0], 0.8)],
             vec![face([100.0, 0.0, 110.0, 10.0], 0.3)],
         ];
@@ -340,7 +342,10 @@ mod tests {
 
     #[test]
     fn merge_of_one_run_keeps_every_face_in_order() {
-        let faces = vec![face([0.0, 0.0, 10.0, 10.0], 0.9), face([20.0, 0.0, 30.0, 10.0], 0.5)];
+        let faces = vec![
+            face([0.0, 0.0, 10.0, 10.0], 0.9),
+            face([20.0, 0.0, 30.0, 10.0], 0.5),
+        ];
         let c = merge([faces.clone(), Vec::new(), Vec::new()], 0.3);
         let kept: Vec<RawFace> = c.into_iter().map(|c| c.face).collect();
         assert_eq!(kept, faces);
@@ -359,7 +364,10 @@ mod tests {
         let v = FaceVerifier::from_json(&verifier_json(r#"["score_max", "views"]"#, 0, 2, 0.2))
             .unwrap();
         let folded = v.probability(&s, &[]).unwrap();
-        assert!(folded > p, "a lower threshold raises the folded probability");
+        assert!(
+            folded > p,
+            "a lower threshold raises the folded probability"
+        );
     }
 
     #[test]

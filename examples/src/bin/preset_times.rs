@@ -82,9 +82,7 @@ fn run() -> Result<(), String> {
             serde_json::from_str(&line).map_err(|e| format!("{}: {e}", manifest.display()))?;
         if args.split == "all" || entry.split == args.split {
             let path = args.eval.join(&entry.image);
-            photos.push(
-                std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-            );
+            photos.push(std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?);
         }
         if args.limit.is_some_and(|n| photos.len() >= n) {
             break;
