@@ -108,7 +108,8 @@ pub struct Config {
     pub max_side: u32,
     /// Largest allocation the image decoder may make, in bytes.
     pub max_decode_alloc: u64,
-    /// How many runnable face-detector plans (one per input shape) are kept.
+    /// How many runnable face-detector plans (one per input shape) are kept per CenterFace input
+    /// size: this many in [`Preset::Fast`], twice as many in [`Preset::Accurate`] (two sizes).
     pub plan_cache_size: usize,
 }
 

@@ -4,7 +4,7 @@ use image::RgbImage;
 
 use crate::plan::{PlanCache, run, tensor};
 use crate::resize::resize_region;
-use crate::{Config, Error, Result};
+use crate::{Config, Error, Preset, Result};
 
 /// A face as the detector sees it, before classification. Coordinates are in the original image.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,8 +23,15 @@ pub(crate) struct FaceModel {
 
 impl FaceModel {
     pub(crate) fn load(name: &str, bytes: &[u8], config: &Config) -> Result<FaceModel> {
+        // Plans per input size: the accurate preset runs CenterFace at two sizes (the mirrored
+        // run shares the first one's shapes), and each size's photos of the usual aspect ratios
+        // must fit, or every photo would wait for its plans to be optimised again.
+        let sizes = match config.preset {
+            Preset::Fast => 1,
+            Preset::Accurate => 2,
+        };
         Ok(FaceModel {
-            plans: PlanCache::load(name, bytes, config.plan_cache_size)?,
+            plans: PlanCache::load(name, bytes, config.plan_cache_size.saturating_mul(sizes))?,
         })
     }
 
