@@ -23,7 +23,7 @@ const EMBEDDED_NAME: &str = "heads/face_verifier.json (embedded)";
 pub const VERIFIER_FORMAT: &str = "mask-detect-face-verifier/1";
 
 /// The third run's long side the embedded verifier was fitted with ([`crate::Config`]'s default).
-pub(crate) const LARGE_LONG_SIDE: u32 = 1280;
+pub(crate) const LARGE_LONG_SIDE: u32 = 1120;
 /// The candidate score the embedded verifier was fitted with ([`crate::Config`]'s default).
 pub(crate) const CANDIDATE_THRESHOLD: f32 = 0.2;
 
