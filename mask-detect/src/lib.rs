@@ -286,13 +286,19 @@ impl Detector {
         let classified = self.classify_crops(&crops)?;
         let mut faces = Vec::with_capacity(candidates.len());
         for (candidate, c) in candidates.into_iter().zip(classified) {
-            let mut raw = candidate.face.clone();
-            if let Some(verifier) = &self.verifier {
-                let s = signals(&candidate, rgb.width(), rgb.height(), c.softmax_probability);
-                let p = verifier.probability(&s, &c.features)?;
-                if p < self.config.verifier_threshold {
-                    continue;
+            let verified = match &self.verifier {
+                None => None,
+                Some(verifier) => {
+                    let s = signals(&candidate, rgb.width(), rgb.height(), c.softmax_probability);
+                    let p = verifier.probability(&s, &c.features)?;
+                    if p < self.config.verifier_threshold {
+                        continue;
+                    }
+                    Some(p)
                 }
+            };
+            let mut raw = candidate.face;
+            if let Some(p) = verified {
                 raw.score = p;
             }
             faces.push(self.face(raw, c.mask_probability));
