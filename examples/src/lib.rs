@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 use mask_detect::image::DynamicImage;
-use mask_detect::{Config, Detection, Detector, LinearHead, MaskHead, decode_image};
+use mask_detect::{
+    Config, Detection, Detector, FaceVerifier, LinearHead, MaskHead, Preset, Verifier, decode_image,
+};
 
 /// Detector options shared by the example programs.
 #[derive(Debug, Clone, clap::Args)]
@@ -14,6 +16,10 @@ pub struct DetectorArgs {
     /// Directory holding centerface.onnx and mask_classifier.onnx (made by `make models`).
     #[arg(long, default_value = "models")]
     pub models: PathBuf,
+    /// `fast` (one CenterFace run, the default) or `accurate` (three runs and the face verifier,
+    /// about three times the cost; ACCURACY.md).
+    #[arg(long, value_name = "fast|accurate")]
+    pub preset: Option<Preset>,
     /// Longer side of the image as the face detector sees it, in pixels.
     #[arg(long)]
     pub long_side: Option<u32>,
@@ -36,6 +42,19 @@ pub struct DetectorArgs {
     /// or the path of a head JSON written by `tools/train_head.py`.
     #[arg(long, value_name = "trained|shipped|FILE")]
     pub mask_head: Option<String>,
+    /// Accurate preset: the face verifier, `trained` (ours, the default) or the path of a
+    /// verifier JSON written by `tools/train_verifier.py`.
+    #[arg(long, value_name = "trained|FILE")]
+    pub verifier: Option<String>,
+    /// Accurate preset: longer side of the image in CenterFace's third, larger run.
+    #[arg(long)]
+    pub large_long_side: Option<u32>,
+    /// Accurate preset: minimum CenterFace score in any run for a box to become a candidate.
+    #[arg(long)]
+    pub candidate_threshold: Option<f32>,
+    /// Accurate preset: verifier probability at or above which a candidate is a face.
+    #[arg(long)]
+    pub verifier_threshold: Option<f32>,
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -55,6 +74,27 @@ impl DetectorArgs {
                 let head = LinearHead::from_json(&text).map_err(|e| format!("{path}: {e}"))?;
                 c.mask_head = MaskHead::Custom(Arc::new(head));
             }
+        }
+        match self.verifier.as_deref() {
+            None | Some("trained") => c.verifier = Verifier::Trained,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read verifier {path}: {e}"))?;
+                let v = FaceVerifier::from_json(&text).map_err(|e| format!("{path}: {e}"))?;
+                c.verifier = Verifier::Custom(Arc::new(v));
+            }
+        }
+        if let Some(v) = self.preset {
+            c.preset = v;
+        }
+        if let Some(v) = self.large_long_side {
+            c.large_long_side = v;
+        }
+        if let Some(v) = self.candidate_threshold {
+            c.candidate_threshold = v;
+        }
+        if let Some(v) = self.verifier_threshold {
+            c.verifier_threshold = v;
         }
         if let Some(v) = self.uncertain_face_size {
             c.uncertain_face_size = v;
@@ -248,6 +288,25 @@ pub fn greedy_match(truth: &[[f64; 4]], found: &[[f64; 4]], min_iou: f64) -> Vec
     }
     out.sort_unstable();
     out
+}
+
+/// A float32 little-endian `.npy` file (format 1.0) of shape `[rows, cols]`.
+pub fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<(), String> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]

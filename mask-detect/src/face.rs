@@ -4,7 +4,7 @@ use image::RgbImage;
 
 use crate::plan::{PlanCache, run, tensor};
 use crate::resize::resize_region;
-use crate::{Config, Error, Result};
+use crate::{Config, Error, Preset, Result};
 
 /// A face as the detector sees it, before classification. Coordinates are in the original image.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,15 +23,31 @@ pub(crate) struct FaceModel {
 
 impl FaceModel {
     pub(crate) fn load(name: &str, bytes: &[u8], config: &Config) -> Result<FaceModel> {
+        // Plans per input size: the accurate preset runs CenterFace at two sizes (the mirrored
+        // run shares the first one's shapes), and each size's photos of the usual aspect ratios
+        // must fit, or every photo would wait for its plans to be optimised again.
+        let sizes = match config.preset {
+            Preset::Fast => 1,
+            Preset::Accurate => 2,
+        };
         Ok(FaceModel {
-            plans: PlanCache::load(name, bytes, config.plan_cache_size)?,
+            plans: PlanCache::load(name, bytes, config.plan_cache_size.saturating_mul(sizes))?,
         })
     }
 
-    /// Find faces in an RGB image.
-    pub(crate) fn detect(&self, image: &RgbImage, config: &Config) -> Result<Vec<RawFace>> {
+    /// Find faces in an RGB image, as CenterFace sees it scaled to `long_side` (and mirrored left
+    /// to right when `flip`), scoring above `threshold`; boxes and landmarks are in the original
+    /// image's coordinates either way (a mirrored face's left eye is still its left eye).
+    pub(crate) fn detect(
+        &self,
+        image: &RgbImage,
+        long_side: u32,
+        threshold: f32,
+        flip: bool,
+        config: &Config,
+    ) -> Result<Vec<RawFace>> {
         let (w, h) = image.dimensions();
-        let scale = config.input_long_side as f32 / w.max(h) as f32;
+        let scale = long_side as f32 / w.max(h) as f32;
         let nw = ((w as f32 * scale).round() as u32).max(1);
         let nh = ((h as f32 * scale).round() as u32).max(1);
         let cw = nw.div_ceil(32) * 32;
@@ -45,8 +61,16 @@ impl FaceModel {
             .chunks_exact_mut(cw * 3)
             .zip(resized.as_raw().chunks_exact(nw * 3))
         {
-            for (v, &p) in row.iter_mut().zip(pixels) {
-                *v = f32::from(p);
+            if flip {
+                for (v, p) in row.chunks_exact_mut(3).zip(pixels.chunks_exact(3).rev()) {
+                    for (v, &p) in v.iter_mut().zip(p) {
+                        *v = f32::from(p);
+                    }
+                }
+            } else {
+                for (v, &p) in row.iter_mut().zip(pixels) {
+                    *v = f32::from(p);
+                }
             }
         }
         let input = tensor([1, ch, cw, 3], data)?;
@@ -69,22 +93,35 @@ impl FaceModel {
         for cy in 0..gh {
             for cx in 0..gw {
                 let score = heat[[0, 0, cy, cx]];
-                if score <= config.face_threshold {
+                if score <= threshold {
                     continue;
                 }
                 let s0 = sizes[[0, 0, cy, cx]].exp() * 4.0;
                 let s1 = sizes[[0, 1, cy, cx]].exp() * 4.0;
                 let o0 = offsets[[0, 0, cy, cx]];
                 let o1 = offsets[[0, 1, cy, cx]];
-                let x1 = ((cx as f32 + o1 + 0.5) * 4.0 - s1 / 2.0).clamp(0.0, nw as f32);
+                let mut x1 = ((cx as f32 + o1 + 0.5) * 4.0 - s1 / 2.0).clamp(0.0, nw as f32);
                 let y1 = ((cy as f32 + o0 + 0.5) * 4.0 - s0 / 2.0).clamp(0.0, nh as f32);
-                let x2 = (x1 + s1).min(nw as f32);
+                let mut x2 = (x1 + s1).min(nw as f32);
                 let y2 = (y1 + s0).min(nh as f32);
                 let mut landmarks = [[0f32; 2]; 5];
                 for (j, lm) in landmarks.iter_mut().enumerate() {
                     let lx = marks[[0, 2 * j + 1, cy, cx]] * s1 + x1;
                     let ly = marks[[0, 2 * j, cy, cx]] * s0 + y1;
-                    *lm = [lx / scale, ly / scale];
+                    *lm = [lx, ly];
+                }
+                if flip {
+                    // Back from the mirrored image: x -> nw - x, and the left and right
+                    // landmarks (eyes, mouth corners) trade places.
+                    (x1, x2) = (nw as f32 - x2, nw as f32 - x1);
+                    for lm in &mut landmarks {
+                        lm[0] = nw as f32 - lm[0];
+                    }
+                    landmarks.swap(0, 1);
+                    landmarks.swap(3, 4);
+                }
+                for lm in &mut landmarks {
+                    *lm = [lm[0] / scale, lm[1] / scale];
                 }
                 let bbox = [
                     (x1 / scale).min(w as f32),

@@ -15,6 +15,15 @@
 //!    `heads/mask_head.json` (see `MODEL_CARD.md`). [`MaskHead::Shipped`] uses the network's own
 //!    softmax instead.
 //!
+//! That is the [`Preset::Fast`] detector, the default. [`Preset::Accurate`] ([`Config::preset`])
+//! runs CenterFace three times (at [`Config::input_long_side`], on the image mirrored, and at
+//! [`Config::large_long_side`]), keeps every box above the low [`Config::candidate_threshold`],
+//! merges the overlapping ones into [`Candidate`]s, classifies each as above, and lets a second
+//! fitted logistic regression, the face verifier (`heads/face_verifier.json`, fitted by
+//! `tools/train_verifier.py`, see `MODEL_CARD.md`), decide from the three scores, the boxes'
+//! agreement and the classifier's pooled features which candidates are faces. It finds more of
+//! the small faces at about three times the cost (`ACCURACY.md` in the workspace).
+//!
 //! A [`Detector`] is built once (models parsed, plans optimised lazily per input shape and cached)
 //! and is `Send + Sync`: share it between threads in an `Arc`; inference takes no lock.
 //!
@@ -80,6 +89,7 @@ mod kernel_op;
 mod plan;
 mod resize;
 mod rewrite;
+mod verifier;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -91,12 +101,13 @@ pub use image;
 
 pub use annotate::annotate;
 pub use classify::{CROP_SIZE, Classified, crop_face};
-pub use config::Config;
+pub use config::{Config, ParsePresetError, Preset};
 pub use decode::decode_image;
 pub use detection::{Category, Detection, Face, Label, UncertainReason, UnknownCategory};
 pub use error::{Error, Result};
 pub use face::{RawFace, iou, nms};
 pub use head::{HEAD_FORMAT, LinearHead, MaskHead};
+pub use verifier::{Candidate, FaceVerifier, SIGNALS, VERIFIER_FORMAT, Verifier, signals};
 
 /// The tract model `Detector` runs for an ONNX model and one concrete f32 input shape, after
 /// every rewrite and optimisation this crate applies. For profiling tools (the `benches` crate's
@@ -131,6 +142,8 @@ pub struct Detector {
     masks: classify::MaskModel,
     /// The resolved [`Config::mask_head`]: `None` for the shipped softmax.
     head: Option<Arc<LinearHead>>,
+    /// The resolved [`Config::verifier`] for [`Preset::Accurate`]; `None` for [`Preset::Fast`].
+    verifier: Option<Arc<FaceVerifier>>,
     config: Config,
 }
 
@@ -199,15 +212,21 @@ impl Detector {
             MaskHead::Shipped => None,
             MaskHead::Custom(h) => Some(h.clone()),
         };
+        let verifier = match (config.preset, &config.verifier) {
+            (Preset::Fast, _) => None,
+            (Preset::Accurate, Verifier::Trained) => Some(FaceVerifier::embedded()?),
+            (Preset::Accurate, Verifier::Custom(v)) => Some(v.clone()),
+        };
         let detector = Detector {
             faces: face::FaceModel::load(face_name, face_bytes, &config)?,
             masks: classify::MaskModel::load(mask_name, mask_bytes)?,
             head,
+            verifier,
             config,
         };
         // Make the single-face classifier plan now: it proves the file is a runnable classifier
         // (with the features our head needs) at startup rather than on the first request.
-        detector
+        let blank = detector
             .classify_crops(&[RgbImage::new(CROP_SIZE, CROP_SIZE)])
             .map_err(|e| match e {
                 Error::Inference(message) => Error::ModelInvalid {
@@ -216,6 +235,20 @@ impl Detector {
                 },
                 e => e,
             })?;
+        // Likewise a verifier that reads more or fewer features than the classifier gives.
+        if let (Some(v), Some(c)) = (&detector.verifier, blank.first())
+            && v.features() > 0
+            && v.features() != c.features.len()
+        {
+            return Err(Error::ModelInvalid {
+                name: "face verifier".into(),
+                message: format!(
+                    "it reads {} features, {mask_name} gives {}",
+                    v.features(),
+                    c.features.len()
+                ),
+            });
+        }
         Ok(detector)
     }
 
@@ -239,28 +272,80 @@ impl Detector {
     }
 
     /// Find the faces in an already decoded image and classify each.
+    ///
+    /// Both presets take this one path: the candidates of [`Detector::detect_candidates`], each
+    /// cropped and classified; in [`Preset::Accurate`] the verifier then keeps the candidates it
+    /// calls faces, its probability becoming the face's `score`.
     pub fn detect(&self, image: &DynamicImage) -> Result<Detection> {
         let rgb = to_rgb(image, &self.config)?;
-        let raw = self.detect_faces(&rgb)?;
-        let crops: Vec<RgbImage> = raw
+        let candidates = self.detect_candidates(&rgb)?;
+        let crops: Vec<RgbImage> = candidates
             .iter()
-            .map(|f| crop_face(&rgb, &f.bbox, self.config.crop_margin))
+            .map(|c| crop_face(&rgb, &c.face.bbox, self.config.crop_margin))
             .collect::<Result<_>>()?;
         let classified = self.classify_crops(&crops)?;
-        let faces = raw
-            .into_iter()
-            .zip(classified)
-            .map(|(f, c)| self.face(f, c.mask_probability))
-            .collect();
+        let mut faces = Vec::with_capacity(candidates.len());
+        for (candidate, c) in candidates.into_iter().zip(classified) {
+            let verified = match &self.verifier {
+                None => None,
+                Some(verifier) => {
+                    let s = signals(&candidate, rgb.width(), rgb.height(), c.softmax_probability);
+                    let p = verifier.probability(&s, &c.features)?;
+                    if p < self.config.verifier_threshold {
+                        continue;
+                    }
+                    Some(p)
+                }
+            };
+            let mut raw = candidate.face;
+            if let Some(p) = verified {
+                raw.score = p;
+            }
+            faces.push(self.face(raw, c.mask_probability));
+        }
+        // Fast: already in CenterFace's score order; accurate: now in the verifier's.
+        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
         Ok(Detection::new(rgb.width(), rgb.height(), faces))
     }
 
-    /// Stage one alone: the faces CenterFace finds in an RGB image, best first.
+    /// Stage one alone: the faces CenterFace finds in an RGB image at
+    /// [`Config::input_long_side`] scoring above [`Config::face_threshold`], best first (the
+    /// fast preset's faces, whatever the preset).
     pub fn detect_faces(&self, image: &RgbImage) -> Result<Vec<RawFace>> {
         if image.width() == 0 || image.height() == 0 {
             return Err(Error::Decode("image has no pixels".into()));
         }
-        self.faces.detect(image, &self.config)
+        let c = &self.config;
+        self.faces
+            .detect(image, c.input_long_side, c.face_threshold, false, c)
+    }
+
+    /// Stage one of the configured preset: in [`Preset::Fast`] the faces of
+    /// [`Detector::detect_faces`], one candidate each; in [`Preset::Accurate`] every box scoring
+    /// above [`Config::candidate_threshold`] at [`Config::input_long_side`], mirrored, and at
+    /// [`Config::large_long_side`], overlapping boxes merged. Best score first.
+    pub fn detect_candidates(&self, image: &RgbImage) -> Result<Vec<Candidate>> {
+        if image.width() == 0 || image.height() == 0 {
+            return Err(Error::Decode("image has no pixels".into()));
+        }
+        let c = &self.config;
+        let runs = match c.preset {
+            Preset::Fast => [
+                self.faces
+                    .detect(image, c.input_long_side, c.face_threshold, false, c)?,
+                Vec::new(),
+                Vec::new(),
+            ],
+            Preset::Accurate => {
+                let t = c.candidate_threshold;
+                [
+                    self.faces.detect(image, c.input_long_side, t, false, c)?,
+                    self.faces.detect(image, c.input_long_side, t, true, c)?,
+                    self.faces.detect(image, c.large_long_side, t, false, c)?,
+                ]
+            }
+        };
+        Ok(verifier::merge(runs, c.nms_iou))
     }
 
     /// Stage two alone: classify 224x224 face crops (see [`crop_face`]), in batches, with the

@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use mask_detect::image::{DynamicImage, ImageFormat, Rgb};
 use mask_detect::{
-    Category, Config, Detection, Detector, Error, HEAD_FORMAT, Label, LinearHead, MaskHead,
-    annotate, iou,
+    Category, Config, Detection, Detector, Error, FaceVerifier, HEAD_FORMAT, Label, LinearHead,
+    MaskHead, Preset, VERIFIER_FORMAT, Verifier, annotate, iou,
 };
 use serde_json::Value;
 
@@ -25,6 +25,17 @@ fn detector() -> &'static Detector {
     DETECTOR.get_or_init(|| {
         Detector::from_dir("../models", Config::default())
             .expect("models missing: run `make models` first")
+    })
+}
+
+fn accurate() -> &'static Detector {
+    static DETECTOR: OnceLock<Detector> = OnceLock::new();
+    DETECTOR.get_or_init(|| {
+        let config = Config {
+            preset: Preset::Accurate,
+            ..Config::default()
+        };
+        Detector::from_dir("../models", config).expect("models missing: run `make models` first")
     })
 }
 
@@ -503,5 +514,161 @@ fn a_custom_head_is_used_and_a_bad_one_is_refused() {
         },
     )
     .unwrap_err();
+    assert!(matches!(e, Error::ModelInvalid { .. }), "{e}");
+}
+
+/// Labelled faces of `m` matched by `d`'s faces, with the referee's greedy IoU >= 0.4 matching.
+fn matched(m: &Labelled, d: &Detection) -> usize {
+    let mut pairs: Vec<(f32, usize, usize)> = m
+        .faces
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (b, _))| {
+            d.faces
+                .iter()
+                .enumerate()
+                .map(move |(j, f)| (iou(b, &f.bbox), i, j))
+        })
+        .filter(|p| p.0 >= 0.4)
+        .collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut gi, mut dj) = (vec![false; m.faces.len()], vec![false; d.faces.len()]);
+    for (_, i, j) in pairs {
+        if !gi[i] && !dj[j] {
+            gi[i] = true;
+            dj[j] = true;
+        }
+    }
+    gi.into_iter().filter(|&g| g).count()
+}
+
+#[test]
+fn the_accurate_preset_finds_more_of_the_small_faces() {
+    // Test-split photos crowded with faces narrower than 16 px.
+    let images: Vec<Labelled> = manifest()
+        .into_iter()
+        .filter(|m| {
+            m.split == "test" && m.faces.iter().filter(|(b, _)| b[2] - b[0] < 16.0).count() >= 9
+        })
+        .collect();
+    assert!(images.len() >= 4, "{} photos", images.len());
+    let (mut fast, mut acc, mut total) = (0, 0, 0);
+    for m in &images {
+        let bytes = read(&m.image);
+        let f = detector().detect_bytes(&bytes).unwrap();
+        let a = accurate().detect_bytes(&bytes).unwrap();
+        fast += matched(m, &f);
+        acc += matched(m, &a);
+        total += m.faces.len();
+        assert_eq!(a.num_faces, a.faces.len());
+        assert!(a.faces.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(a.faces.iter().all(|f| (0.5..=1.0).contains(&f.score)));
+    }
+    assert!(
+        acc > fast,
+        "accurate matched {acc} of {total} labelled faces, fast {fast}"
+    );
+}
+
+#[test]
+fn the_fast_preset_keeps_every_face_of_stage_one() {
+    let rgb = detector()
+        .rgb_image(
+            &mask_detect::image::load_from_memory(&read("kaggle853/images/maksssksksss0.png"))
+                .unwrap(),
+        )
+        .unwrap();
+    let raw = detector().detect_faces(&rgb).unwrap();
+    let candidates = detector().detect_candidates(&rgb).unwrap();
+    assert_eq!(
+        candidates
+            .iter()
+            .map(|c| c.face.clone())
+            .collect::<Vec<_>>(),
+        raw
+    );
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c.scores[1].is_none() && c.scores[2].is_none())
+    );
+    let d = detector()
+        .detect(&mask_detect::image::DynamicImage::ImageRgb8(rgb))
+        .unwrap();
+    assert_eq!(
+        d.faces.iter().map(|f| f.bbox).collect::<Vec<_>>(),
+        raw.iter().map(|f| f.bbox).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn accurate_candidates_come_from_three_runs_and_include_the_fast_faces() {
+    let rgb = accurate()
+        .rgb_image(
+            &mask_detect::image::load_from_memory(&read("kaggle853/images/maksssksksss0.png"))
+                .unwrap(),
+        )
+        .unwrap();
+    let candidates = accurate().detect_candidates(&rgb).unwrap();
+    for f in detector().detect_faces(&rgb).unwrap() {
+        assert!(
+            candidates.iter().any(|c| iou(&c.face.bbox, &f.bbox) >= 0.3),
+            "fast face {f:?} is no candidate"
+        );
+    }
+    for v in 0..3 {
+        assert!(
+            candidates.iter().any(|c| c.scores[v].is_some()),
+            "run {v} found nothing"
+        );
+    }
+    // The mirrored run maps its boxes back: it agrees with the plain run on the same faces.
+    assert!(
+        candidates.iter().any(|c| {
+            matches!((c.boxes[0], c.boxes[1]), (Some(a), Some(b)) if iou(&a, &b) > 0.6)
+        })
+    );
+}
+
+#[test]
+fn a_custom_verifier_is_used_and_a_bad_one_is_refused() {
+    let with = |v: FaceVerifier| {
+        Detector::from_dir(
+            "../models",
+            Config {
+                preset: Preset::Accurate,
+                verifier: Verifier::Custom(Arc::new(v)),
+                ..Config::default()
+            },
+        )
+    };
+    // A verifier that takes every candidate: the detection is every candidate.
+    let everything = format!(
+        r#"{{"format": "{VERIFIER_FORMAT}", "signals": ["views"], "features": 0, "mean": [0.0],
+            "scale": [1.0], "coef": [100.0], "intercept": 0.0, "threshold": 0.5}}"#
+    );
+    let all = with(FaceVerifier::from_json(&everything).unwrap()).unwrap();
+    let bytes = read("kaggle853/images/maksssksksss0.png");
+    let rgb = all
+        .rgb_image(&mask_detect::image::load_from_memory(&bytes).unwrap())
+        .unwrap();
+    let n = all.detect_candidates(&rgb).unwrap().len();
+    assert_eq!(all.detect_bytes(&bytes).unwrap().num_faces, n);
+    assert!(n > accurate().detect_bytes(&bytes).unwrap().num_faces);
+    // The embedded verifier's own file is the trained verifier.
+    let text = std::fs::read_to_string("heads/face_verifier.json").unwrap();
+    let same = with(FaceVerifier::from_json(&text).unwrap()).unwrap();
+    assert_eq!(
+        same.detect_bytes(&bytes).unwrap(),
+        accurate().detect_bytes(&bytes).unwrap()
+    );
+    // One reading 3 features cannot run on this classifier's 1280: refused at startup.
+    let short = format!(
+        r#"{{"format": "{VERIFIER_FORMAT}", "signals": [], "features": 3, "mean": [0, 0, 0],
+            "scale": [1, 1, 1], "coef": [1, 1, 1], "intercept": 0.0, "threshold": 0.5}}"#
+    );
+    let e = with(FaceVerifier::from_json(&short).unwrap()).unwrap_err();
+    assert!(matches!(e, Error::ModelInvalid { .. }), "{e}");
+    let e = FaceVerifier::from_json(r#"{"format": "mask-detect-face-verifier/1"}"#).unwrap_err();
     assert!(matches!(e, Error::ModelInvalid { .. }), "{e}");
 }

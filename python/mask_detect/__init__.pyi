@@ -20,6 +20,10 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, npt.NDArray[np.uin
 Label = Literal["mask", "no_mask"]
 UncertainReason = Literal["small_face", "near_threshold"]
 Category = Literal["no_face", "all_masked", "none_masked", "some_masked"]
+#: ``"fast"``: one CenterFace run (the default). ``"accurate"``: three runs (the usual size, mirrored,
+#: ``large_long_side``) and a fitted verifier deciding which candidates are faces; finds more of
+#: the small faces at about three times the cost (ACCURACY.md).
+Preset = Literal["fast", "accurate"]
 
 class Error(Exception):
     """Base class of every error raised by the detector itself."""
@@ -101,8 +105,13 @@ class Detector:
         self,
         models_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
         *,
+        preset: Preset = ...,
         input_long_side: int = ...,
         face_threshold: float = ...,
+        large_long_side: int = ...,
+        candidate_threshold: float = ...,
+        verifier: Union[str, "os.PathLike[str]"] = ...,
+        verifier_threshold: float = ...,
         nms_iou: float = ...,
         min_face_size: float = ...,
         crop_margin: float = ...,
@@ -116,6 +125,10 @@ class Detector:
         plan_cache_size: int = ...,
     ) -> None:
         """Load the models from ``models_dir`` (default: the packaged ``MODELS_DIR``).
+
+        ``preset="accurate"`` finds more faces at about three times the cost; ``large_long_side``,
+        ``candidate_threshold``, ``verifier`` (``"trained"`` or a verifier JSON path) and
+        ``verifier_threshold`` apply to it only.
 
         Raises ``TypeError`` for an unknown keyword, ``ConfigError`` for an out-of-range value,
         ``ModelError`` for a missing or corrupt model.

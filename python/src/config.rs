@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mask_detect::{Config, LinearHead, MaskHead};
+use mask_detect::{Config, FaceVerifier, LinearHead, MaskHead, Preset, Verifier};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -76,6 +76,47 @@ impl Value for MaskHead {
     }
 }
 
+/// `preset`: `"fast"` (the default) or `"accurate"`; `Detector.config` shows the same names.
+impl Value for Preset {
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let name: String = obj
+            .extract()
+            .map_err(|_| PyTypeError::new_err("expected \"fast\" or \"accurate\""))?;
+        name.parse::<Preset>()
+            .map_err(|e| PyTypeError::new_err(e.to_string()))
+    }
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.as_str().into_pyobject(py)?.into_any())
+    }
+}
+
+/// `verifier`: `"trained"` (our fitted face verifier, the default) or the path (`str` or
+/// `os.PathLike`) of a verifier JSON file such as `tools/train_verifier.py` writes.
+/// `Detector.config` shows `"trained"` or `"custom"`.
+impl Value for Verifier {
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if obj.extract::<String>().is_ok_and(|n| n == "trained") {
+            return Ok(Verifier::Trained);
+        }
+        let expected = "expected \"trained\" or the path of a verifier JSON file";
+        let path: std::path::PathBuf = obj
+            .extract()
+            .map_err(|_| PyTypeError::new_err(expected))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| PyTypeError::new_err(format!("{expected}; {}: {e}", path.display())))?;
+        let verifier = FaceVerifier::from_json(&text)
+            .map_err(|e| PyTypeError::new_err(format!("{}: {e}", path.display())))?;
+        Ok(Verifier::Custom(Arc::new(verifier)))
+    }
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let name = match self {
+            Verifier::Trained => "trained",
+            _ => "custom",
+        };
+        Ok(name.into_pyobject(py)?.into_any())
+    }
+}
+
 /// One line per `Config` field exposed to Python: the keyword is the field name. Fields added to
 /// `Config` later keep their Rust default until they are listed here.
 macro_rules! fields {
@@ -107,8 +148,13 @@ macro_rules! fields {
 }
 
 fields!(
+    preset,
     input_long_side,
     face_threshold,
+    large_long_side,
+    candidate_threshold,
+    verifier,
+    verifier_threshold,
     nms_iou,
     min_face_size,
     crop_margin,

@@ -230,6 +230,33 @@ def test_mask_head_keyword(tmp_path):
         mask_detect.Detector(mask_head=broken)
 
 
+def test_preset_keyword(tmp_path):
+    fast = mask_detect.Detector()
+    accurate = mask_detect.Detector(preset="accurate")
+    assert fast.config["preset"] == "fast" and accurate.config["preset"] == "accurate"
+    assert accurate.config["verifier"] == "trained"
+    image = photo(MIXED)
+    found_fast = fast.detect(image)
+    found_accurate = accurate.detect(image)
+    assert found_accurate.num_faces >= found_fast.num_faces > 0
+    assert all(0.0 <= f.score <= 1.0 for f in found_accurate.faces)
+    # The verifier's own JSON file, given as a path, is the trained verifier again.
+    verifier = PY_DIR.parent / "mask-detect" / "heads" / "face_verifier.json"
+    custom = mask_detect.Detector(preset="accurate", verifier=verifier)
+    assert custom.config["verifier"] == "custom"
+    assert custom.detect(image).to_dict() == found_accurate.to_dict()
+    with pytest.raises(TypeError, match="preset.*fast.*accurate"):
+        mask_detect.Detector(preset="Accurate")
+    with pytest.raises(TypeError, match="preset"):
+        mask_detect.Detector(preset=2)
+    broken = tmp_path / "verifier.json"
+    broken.write_text('{"format": "something else"}')
+    with pytest.raises(TypeError, match="verifier.json"):
+        mask_detect.Detector(preset="accurate", verifier=broken)
+    with pytest.raises(mask_detect.ConfigError, match="candidate_threshold must be in"):
+        mask_detect.Detector(preset="accurate", candidate_threshold=2.0)
+
+
 def test_mask_threshold_changes_labels():
     # Every probability is >= 0, so a zero threshold labels every face a mask.
     everyone = mask_detect.Detector(mask_threshold=0.0).detect(photo(MIXED))

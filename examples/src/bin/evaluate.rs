@@ -1,7 +1,7 @@
 //! `evaluate`: run the detector over the labelled evaluation set and print the referee's score.
 //!
 //! ```text
-//! evaluate [--split train,test] [DETECTOR OPTIONS]
+//! evaluate [--split train,test] [--preset fast|accurate] [DETECTOR OPTIONS]
 //! ```
 //!
 //! Reads `../shared/eval/manifest.jsonl`, runs the detector once on every image of the chosen
@@ -156,7 +156,8 @@ fn run() -> Result<ExitCode, String> {
     let files: Vec<PathBuf> = manifest.iter().map(|m| args.eval.join(&m.image)).collect();
     let c = detector.config();
     println!(
-        "detector: input_long_side {}, face_threshold {}, min_face_size {}, crop_margin {}, mask_head {:?}, uncertain_face_size {}",
+        "detector: preset {}, input_long_side {}, face_threshold {}, min_face_size {}, crop_margin {}, mask_head {:?}, uncertain_face_size {}",
+        c.preset,
         c.input_long_side,
         c.face_threshold,
         c.min_face_size,
@@ -167,6 +168,18 @@ fn run() -> Result<ExitCode, String> {
         },
         c.uncertain_face_size
     );
+    if c.preset == mask_detect::Preset::Accurate {
+        println!(
+            "accurate: large_long_side {}, candidate_threshold {}, verifier {}, verifier_threshold {}",
+            c.large_long_side,
+            c.candidate_threshold,
+            match &c.verifier {
+                mask_detect::Verifier::Trained => "trained",
+                _ => "custom",
+            },
+            c.verifier_threshold
+        );
+    }
     let bar = ProgressBar::new(files.len() as u64);
     let mut detections: Vec<Option<Detection>> = Vec::with_capacity(files.len());
     let mut failures = 0;

@@ -18,14 +18,14 @@
 //! `tools/train_head.py` fits the head on these files.
 
 use std::io::{BufRead, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::ProgressBar;
 use mask_detect::{Detector, RawFace, crop_face, decode_image};
 
-use examples::{DetectorArgs, for_each_parallel, greedy_match};
+use examples::{DetectorArgs, for_each_parallel, greedy_match, write_npy};
 
 #[derive(Parser)]
 #[command(
@@ -256,23 +256,4 @@ fn process(
         rows,
         features: per_margin,
     })
-}
-
-/// A float32 little-endian `.npy` file (format 1.0) of shape `[rows, cols]`.
-fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<(), String> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
