@@ -149,6 +149,9 @@ pub struct DetectorSettings {
     /// Detection places (running or waiting, body still arriving included) one client address
     /// may hold; beyond this it gets 429.
     pub detect_per_client: usize,
+    /// `fast` (one CenterFace run) or `accurate` (three runs and the face verifier: more faces
+    /// found, about three times the cost per photo; ACCURACY.md).
+    pub preset: mask_detect::Preset,
     /// The face detector's input size (longer side, pixels).
     pub input_long_side: u32,
     /// Minimum face score.
@@ -252,6 +255,7 @@ impl Default for DetectorSettings {
             detect_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             detect_queue: 16,
             detect_per_client: 4,
+            preset: d.preset,
             input_long_side: d.input_long_side,
             face_threshold: d.face_threshold,
             nms_iou: d.nms_iou,
@@ -386,6 +390,7 @@ impl Settings {
     pub fn detector_config(&self) -> mask_detect::Config {
         let d = &self.detector;
         mask_detect::Config {
+            preset: d.preset,
             input_long_side: d.input_long_side,
             face_threshold: d.face_threshold,
             nms_iou: d.nms_iou,
@@ -711,6 +716,7 @@ mod tests {
                 ("MASK_WEB_ADMIN_PASSWORD", "123456789012"),
                 ("MASK_WEB_TRUSTED_PROXIES", "127.0.0.2, 10.0.0.0/8"),
                 ("MASK_WEB_INPUT_LONG_SIDE", "640"),
+                ("MASK_WEB_PRESET", "accurate"),
                 ("MASK_WEB_RETENTION_DAYS", "30"),
                 ("MASK_WEB_SESSION_LIFETIME_HOURS", "2"),
                 ("OTHER", "x"),
@@ -734,6 +740,7 @@ mod tests {
         );
         let d = s.detector_config();
         assert_eq!(d.input_long_side, 640);
+        assert_eq!(d.preset, mask_detect::Preset::Accurate);
         assert!((d.face_threshold - 0.4).abs() < 1e-6);
         assert_eq!(s.retention(), Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(
@@ -753,6 +760,8 @@ mod tests {
             e.to_string().contains("MASK_WEB_SMTP_SECURITY") && e.to_string().contains("ssl"),
             "{e}"
         );
+        let e = Settings::load(None, env(&[("MASK_WEB_PRESET", "best")])).unwrap_err();
+        assert!(e.to_string().contains("MASK_WEB_PRESET"), "{e}");
         let e = Settings::load(None, env(&[("MASK_WEB_DETECT_QUEUE", "many")])).unwrap_err();
         assert!(e.to_string().contains("MASK_WEB_DETECT_QUEUE"), "{e}");
         let e =

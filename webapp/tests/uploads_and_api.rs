@@ -460,3 +460,30 @@ async fn openapi_document_is_served() {
     assert!(doc["paths"]["/api/upload"]["post"].is_object());
     assert!(doc["paths"]["/api/register"]["post"].is_object());
 }
+
+#[tokio::test]
+async fn the_accurate_preset_is_a_setting_of_the_web_app() {
+    let photo = photo("maksssksksss0.png");
+    let mut found = Vec::new();
+    for preset in [mask_detect::Preset::Fast, mask_detect::Preset::Accurate] {
+        let s = server_with(|c| c.detector.preset = preset).await;
+        assert_eq!(s.app.detector.config().preset, preset);
+        user(&s, "pat").await;
+        let (ct, body) = multipart(
+            &[("username", "pat"), ("password", "pat-password")],
+            Some(("a.png", &photo)),
+        );
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/upload", s.base))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        found.push(v["payload"]["num_faces"].as_u64().unwrap());
+    }
+    // The accurate preset finds at least the faces the fast one finds on this photo.
+    assert!(found[1] >= found[0] && found[0] >= 3, "{found:?}");
+}
