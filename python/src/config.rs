@@ -99,9 +99,7 @@ impl Value for Verifier {
             return Ok(Verifier::Trained);
         }
         let expected = "expected \"trained\" or the path of a verifier JSON file";
-        let path: std::path::PathBuf = obj
-            .extract()
-            .map_err(|_| PyTypeError::new_err(expected))?;
+        let path: std::path::PathBuf = obj.extract().map_err(|_| PyTypeError::new_err(expected))?;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| PyTypeError::new_err(format!("{expected}; {}: {e}", path.display())))?;
         let verifier = FaceVerifier::from_json(&text)
