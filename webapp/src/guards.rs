@@ -33,13 +33,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use warp::multipart::FormData;
+
 use accounts::{Session, SessionId, User};
 use warp::{Filter, Rejection};
 
 use crate::app::App;
 use crate::client::{ClientAddr, client_addr};
 use crate::error::{AppError, LoginRequired, PasswordChangeRequired};
-use crate::multipart::{Upload, drain, read_upload, upload_body};
+use crate::multipart::{Batch, Upload, drain, read_batch, read_upload, upload_body};
 use crate::pool::Ticket;
 use crate::web::{CSRF_COOKIE, Layout, SESSION_COOKIE, blocking, form, random_hex, with_app};
 
@@ -156,15 +158,54 @@ impl CheckedForm {
     }
 }
 
-/// An upload form admitted to the detection pool, read, and with its CSRF token checked.
+/// A multipart form of a signed-in user, admitted to the detection pool, read, and with its
+/// CSRF token checked: an upload ([`Upload`]) or a batch ([`Batch`]).
 #[allow(clippy::manual_non_exhaustive)] // as for `SignedIn`
-pub struct CheckedUpload {
-    /// The pool place the upload holds until its detection ends.
+pub struct Checked<T> {
+    /// The pool place the form holds until its detections end.
     pub ticket: Ticket,
-    /// The form's fields and file.
-    pub upload: Upload,
+    /// The form's fields and files.
+    pub form: T,
     /// Only the guards make one.
     _private: (),
+}
+
+/// An upload form, checked.
+pub type CheckedUpload = Checked<Upload>;
+
+/// A multipart form the [`csrf_multipart`] guard can read.
+pub trait MultipartForm: Sized + Send + 'static {
+    /// Read the whole body, at most `max` bytes of files, under the upload deadlines.
+    fn read(
+        form: FormData,
+        max: u64,
+    ) -> impl std::future::Future<Output = Result<Self, AppError>> + Send;
+    /// The text fields.
+    fn fields(&self) -> &HashMap<String, String>;
+}
+
+impl MultipartForm for Upload {
+    fn read(
+        form: FormData,
+        max: u64,
+    ) -> impl std::future::Future<Output = Result<Self, AppError>> + Send {
+        read_upload(form, max)
+    }
+    fn fields(&self) -> &HashMap<String, String> {
+        &self.fields
+    }
+}
+
+impl MultipartForm for Batch {
+    fn read(
+        form: FormData,
+        max: u64,
+    ) -> impl std::future::Future<Output = Result<Self, AppError>> + Send {
+        read_batch(form, max)
+    }
+    fn fields(&self) -> &HashMap<String, String> {
+        &self.fields
+    }
 }
 
 /// What the CSRF check compares against.
@@ -308,14 +349,14 @@ where
         .untuple_one()
 }
 
-/// A logged-in user's multipart upload form: a place in the detection pool is taken for the
-/// client's address before the body is read (so bodies in memory stay bounded), then the body
-/// is read and its `csrf_token` field checked (a wrong token is 403). Refusals that the upload
-/// form should show (pool full, body too large or too slow) come back as the `Err` beside the
-/// user, after the rest of the body was drained so the client sees the answer.
-pub fn csrf_upload(
+/// A logged-in user's multipart form (an upload or a batch): a place in the detection pool is
+/// taken for the client's address before the body is read (so bodies in memory stay bounded),
+/// then the body is read and its `csrf_token` field checked (a wrong token is 403). Refusals
+/// that the form's page should show (pool full, body too large or too slow) come back as the
+/// `Err` beside the user, after the rest of the body was drained so the client sees the answer.
+pub fn csrf_multipart<T: MultipartForm>(
     app: Arc<App>,
-) -> impl Filter<Extract = (SignedIn, Result<CheckedUpload, AppError>), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (SignedIn, Result<Checked<T>, AppError>), Error = Rejection> + Clone {
     let max = app.settings.server.max_upload_bytes;
     let pool = app.pool.clone();
     signed_in(app.clone())
@@ -330,24 +371,31 @@ pub fn csrf_upload(
                         return Ok((s, Err(AppError::from(refused))));
                     }
                 };
-                let upload = match read_upload(form, max).await {
-                    Ok(u) => u,
+                let form = match T::read(form, max).await {
+                    Ok(f) => f,
                     Err(e) => return Ok((s, Err(e))),
                 };
                 s.visitor
-                    .check_csrf(upload.fields.get("csrf_token").map(String::as_str))
+                    .check_csrf(form.fields().get("csrf_token").map(String::as_str))
                     .map_err(AppError::reject)?;
                 Ok::<_, Rejection>((
                     s,
-                    Ok(CheckedUpload {
+                    Ok(Checked {
                         ticket,
-                        upload,
+                        form,
                         _private: (),
                     }),
                 ))
             }
         })
         .untuple_one()
+}
+
+/// [`csrf_multipart`] for the one-photo upload form.
+pub fn csrf_upload(
+    app: Arc<App>,
+) -> impl Filter<Extract = (SignedIn, Result<CheckedUpload, AppError>), Error = Rejection> + Clone {
+    csrf_multipart::<Upload>(app)
 }
 
 #[cfg(test)]

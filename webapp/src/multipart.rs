@@ -142,6 +142,62 @@ fn multipart_error(e: &warp::Error) -> AppError {
     }
 }
 
+/// A batch form: its text fields and its files (client file name and bytes).
+#[derive(Default)]
+pub struct Batch {
+    /// Text fields by name.
+    pub fields: HashMap<String, String>,
+    /// The files, in the order sent; empty parts are skipped.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Read a batch form: at most `max` file bytes in all, [`MAX_BATCH_FILES`] files (413 beyond),
+/// within the upload deadlines.
+pub async fn read_batch(form: FormData, max: u64) -> Result<Batch, AppError> {
+    within(UPLOAD_TIMEOUT, read_batch_parts(form, max)).await
+}
+
+/// Most files one batch form may hold.
+pub const MAX_BATCH_FILES: usize = 100;
+
+async fn read_batch_parts(mut form: FormData, max: u64) -> Result<Batch, AppError> {
+    let mut fields = HashMap::new();
+    let mut files = Vec::new();
+    let mut total: u64 = 0;
+    while let Some(part) = idle_limited(form.next()).await? {
+        let mut part = part.map_err(|e| AppError::BadRequest(format!("malformed form: {e}")))?;
+        let name = part.name().to_string();
+        let file_name = part.filename().map(str::to_string);
+        let mut data = Vec::new();
+        while let Some(chunk) = idle_limited(part.data()).await? {
+            let chunk = chunk.map_err(|e| AppError::BadRequest(format!("malformed form: {e}")))?;
+            total += chunk.remaining() as u64;
+            if total > max || (file_name.is_none() && data.len() > 8 * 1024) {
+                return Err(AppError::TooLarge(format!(
+                    "too large: a batch may send {} MiB at once",
+                    max / (1024 * 1024)
+                )));
+            }
+            data.extend_from_slice(chunk.chunk());
+        }
+        match file_name {
+            Some(_) if files.len() >= MAX_BATCH_FILES => {
+                return Err(AppError::TooLarge(format!(
+                    "too many files: a batch may hold {MAX_BATCH_FILES}"
+                )));
+            }
+            Some(f) if !data.is_empty() => files.push((f, data)),
+            Some(_) => {}
+            None => {
+                let text = String::from_utf8(data)
+                    .map_err(|_| AppError::BadRequest(format!("field {name:?} is not UTF-8")))?;
+                fields.insert(name, text);
+            }
+        }
+    }
+    Ok(Batch { fields, files })
+}
+
 /// The image of an upload form: the file, else the URL; neither is a 400 with the form's wording.
 pub fn input(upload: Upload) -> Result<Input, AppError> {
     let url = upload

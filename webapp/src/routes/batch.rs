@@ -7,21 +7,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
-use bytes::Buf;
-use futures_util::StreamExt;
 use history_store::{Category, EntryId, UserId};
 use warp::http::StatusCode;
-use warp::multipart::FormData;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::{Route, route};
 use crate::app::App;
 use crate::error::{AppError, json_error};
-use crate::guards::{SignedIn, signed_in};
-use crate::multipart::{UPLOAD_IDLE_TIMEOUT, UPLOAD_TIMEOUT, drain, upload_body};
+use crate::guards::{Checked, SignedIn, csrf_multipart, signed_in};
+use crate::multipart::Batch;
 use crate::services::{self, BatchItem, ZipLimits};
-use crate::web::{Layout, blocking, render, within};
+use crate::web::{Layout, blocking, render};
 
 /// Most entries one summary link may list.
 const MAX_SUMMARY_IDS: usize = 500;
@@ -85,13 +82,14 @@ fn batch_upload(
     let a = app.clone();
     warp::path!("batch")
         .and(warp::post())
-        .and(signed_in(app.clone()))
         .and(warp::header::optional::<String>("accept"))
-        .and(upload_body(app))
-        .and_then(move |s: SignedIn, accept: Option<String>, f: FormData| {
-            let json = accept.is_some_and(|a| a.contains("application/json"));
-            receive_batch(a.clone(), s, json, f)
-        })
+        .and(csrf_multipart::<Batch>(app.clone()))
+        .and_then(
+            move |accept: Option<String>, s: SignedIn, b: Result<Checked<Batch>, AppError>| {
+                let json = accept.is_some_and(|a| a.contains("application/json"));
+                receive_batch(a.clone(), s, json, b)
+            },
+        )
 }
 
 /// `GET /batch/summary?ids=ID,ID,...`: counts by category of these entries (the caller's own;
@@ -219,94 +217,35 @@ fn item_json(item: &BatchItem) -> serde_json::Value {
     }
 }
 
-/// The next piece of a batch body, or 408 when nothing arrives for
-/// [`UPLOAD_IDLE_TIMEOUT`] (a stalled client does not keep its pool place).
-async fn idle_limited<T>(next: impl std::future::Future<Output = T>) -> Result<T, AppError> {
-    tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, next)
-        .await
-        .map_err(|_| {
-            AppError::Timeout(format!(
-                "no data for {} s: the upload was abandoned",
-                UPLOAD_IDLE_TIMEOUT.as_secs()
-            ))
-        })
-}
-
-/// The text fields and the files of a batch form, at most `max` file bytes in all (413 beyond).
-async fn read_files(
-    mut form: FormData,
-    max: u64,
-) -> Result<(HashMap<String, String>, Vec<(String, Vec<u8>)>), AppError> {
-    let mut fields = HashMap::new();
-    let mut files = Vec::new();
-    let mut total: u64 = 0;
-    while let Some(part) = idle_limited(form.next()).await? {
-        let mut part = part.map_err(|e| AppError::BadRequest(format!("malformed form: {e}")))?;
-        let name = part.name().to_string();
-        let file_name = part.filename().map(str::to_string);
-        let mut data = Vec::new();
-        while let Some(chunk) = idle_limited(part.data()).await? {
-            let chunk = chunk.map_err(|e| AppError::BadRequest(format!("malformed form: {e}")))?;
-            total += chunk.remaining() as u64;
-            if total > max || (file_name.is_none() && data.len() > 8 * 1024) {
-                return Err(AppError::TooLarge(format!(
-                    "too large: a batch may send {} MiB at once",
-                    max / (1024 * 1024)
-                )));
-            }
-            data.extend_from_slice(chunk.chunk());
-        }
-        match file_name {
-            Some(_) if files.len() >= ZipLimits::default().max_entries => {
-                return Err(AppError::TooLarge(format!(
-                    "too many files: a batch may hold {}",
-                    ZipLimits::default().max_entries
-                )));
-            }
-            Some(f) if !data.is_empty() => files.push((f, data)),
-            Some(_) => {}
-            None => {
-                let text = String::from_utf8(data)
-                    .map_err(|_| AppError::BadRequest(format!("field {name:?} is not UTF-8")))?;
-                fields.insert(name, text);
-            }
-        }
-    }
-    Ok((fields, files))
-}
-
-/// Admit, read, check CSRF, record every photo (all in [`services::record_batch`]).
+/// Record every photo of an admitted, checked batch form (in [`services::record_batch`]).
 async fn run_batch(
     app: &Arc<App>,
     s: &SignedIn,
-    form: FormData,
+    batch: Result<Checked<Batch>, AppError>,
 ) -> Result<Vec<BatchItem>, AppError> {
-    let ticket = match app.pool.admit(&s.visitor.client.to_string()) {
-        Ok(t) => t,
-        Err(refused) => {
-            drain(form).await;
-            return Err(refused.into());
-        }
-    };
-    let max = app.settings.server.max_upload_bytes;
-    let (fields, files) = within(UPLOAD_TIMEOUT, read_files(form, max)).await?;
-    s.visitor
-        .check_csrf(fields.get("csrf_token").map(String::as_str))?;
-    if files.is_empty() {
+    let batch = batch?;
+    if batch.form.files.is_empty() {
         return Err(AppError::BadRequest(
             "choose one or more photos or zips".into(),
         ));
     }
-    Ok(services::record_batch(app, &ticket, s.user.id, files, ZipLimits::default()).await?)
+    Ok(services::record_batch(
+        app,
+        &batch.ticket,
+        s.user.id,
+        batch.form.files,
+        ZipLimits::default(),
+    )
+    .await?)
 }
 
 async fn receive_batch(
     app: Arc<App>,
     s: SignedIn,
     json: bool,
-    form: FormData,
+    batch: Result<Checked<Batch>, AppError>,
 ) -> Result<Response, Rejection> {
-    match (run_batch(&app, &s, form).await, json) {
+    match (run_batch(&app, &s, batch).await, json) {
         (Ok(items), true) => {
             let items: Vec<_> = items.iter().map(item_json).collect();
             Ok(

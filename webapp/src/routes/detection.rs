@@ -138,7 +138,7 @@ async fn receive_upload(
     upload: Result<CheckedUpload, AppError>,
 ) -> Result<Response, Rejection> {
     let result = match upload {
-        Ok(u) => match input(u.upload) {
+        Ok(u) => match input(u.form) {
             Ok(image) => services::detect_and_record(&app, &u.ticket, s.user.id, image)
                 .await
                 .map_err(AppError::from),
