@@ -230,6 +230,11 @@ def main():
     ap.add_argument("--out", default="mask-detect/heads/face_verifier.json")
     ap.add_argument("--report", help="also write the cross-validation curves as JSON here")
     args = ap.parse_args()
+    if not os.path.isfile(args.manifest):
+        sys.exit(f"no labelled set at {args.manifest}: put ../shared/eval beside the repository "
+                 "(see ../shared/README.md) or pass --manifest")
+    if not os.path.isdir(args.candidates):
+        sys.exit(f"no candidates in {args.candidates}: run the candidates example first (mask-detect/MODEL_CARD.md)")
 
     rows, feats, manifest, feat_path = load(args.candidates, args.manifest)
     all_names = signal_names(args.candidates)

@@ -7,8 +7,9 @@
 //! deadline.
 //!
 //! Dedicated threads rather than tokio's blocking pool: a detection allocates a few hundred MiB
-//! of activations and the C allocator keeps freed memory in per-thread arenas, so detections stay
-//! on a fixed set of threads (and out of the way of the blocking pool's file and database work).
+//! of activations, which the allocator keeps for reuse (`allocator::keep_freed_memory`), so
+//! detections stay on a fixed set of threads (and out of the way of the blocking pool's file and
+//! database work).
 //! Memory is bounded by the `workers` detections in flight, not by the threads (PERFORMANCE.md
 //! has the load figures).
 
