@@ -574,7 +574,7 @@ fn the_accurate_preset_finds_more_of_the_small_faces() {
 fn the_fast_preset_keeps_every_face_of_stage_one() {
     let rgb = detector()
         .rgb_image(
-            &mask_detect::image::load_from_memory(&read("kaggle853/images/maksssksksss0.png"))
+            &mask_detect::image::load_from_memory(&read("maksssksksss0.png"))
                 .unwrap(),
         )
         .unwrap();
@@ -605,7 +605,7 @@ fn the_fast_preset_keeps_every_face_of_stage_one() {
 fn accurate_candidates_come_from_three_runs_and_include_the_fast_faces() {
     let rgb = accurate()
         .rgb_image(
-            &mask_detect::image::load_from_memory(&read("kaggle853/images/maksssksksss0.png"))
+            &mask_detect::image::load_from_memory(&read("maksssksksss0.png"))
                 .unwrap(),
         )
         .unwrap();
@@ -648,7 +648,7 @@ fn a_custom_verifier_is_used_and_a_bad_one_is_refused() {
             "scale": [1.0], "coef": [100.0], "intercept": 0.0, "threshold": 0.5}}"#
     );
     let all = with(FaceVerifier::from_json(&everything).unwrap()).unwrap();
-    let bytes = read("kaggle853/images/maksssksksss0.png");
+    let bytes = read("maksssksksss0.png");
     let rgb = all
         .rgb_image(&mask_detect::image::load_from_memory(&bytes).unwrap())
         .unwrap();
