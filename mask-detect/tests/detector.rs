@@ -573,10 +573,7 @@ fn the_accurate_preset_finds_more_of_the_small_faces() {
 #[test]
 fn the_fast_preset_keeps_every_face_of_stage_one() {
     let rgb = detector()
-        .rgb_image(
-            &mask_detect::image::load_from_memory(&read("maksssksksss0.png"))
-                .unwrap(),
-        )
+        .rgb_image(&mask_detect::image::load_from_memory(&read("maksssksksss0.png")).unwrap())
         .unwrap();
     let raw = detector().detect_faces(&rgb).unwrap();
     let candidates = detector().detect_candidates(&rgb).unwrap();
@@ -604,10 +601,7 @@ fn the_fast_preset_keeps_every_face_of_stage_one() {
 #[test]
 fn accurate_candidates_come_from_three_runs_and_include_the_fast_faces() {
     let rgb = accurate()
-        .rgb_image(
-            &mask_detect::image::load_from_memory(&read("maksssksksss0.png"))
-                .unwrap(),
-        )
+        .rgb_image(&mask_detect::image::load_from_memory(&read("maksssksksss0.png")).unwrap())
         .unwrap();
     let candidates = accurate().detect_candidates(&rgb).unwrap();
     for f in detector().detect_faces(&rgb).unwrap() {
