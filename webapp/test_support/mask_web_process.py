@@ -17,7 +17,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("MASK_WEB_BIN", ROOT / "target" / "debug" / "mask-web"))
+# The build's mask-web: MASK_WEB_BIN, else where cargo puts it (CARGO_TARGET_DIR, as the Makefile).
+BINARY = Path(
+    os.environ.get("MASK_WEB_BIN")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "debug" / "mask-web"
+)
 MODELS = ROOT / "models"
 HOST = "127.0.0.1"
 # The photos inside the repository (CC0; see fixtures/README.md).
@@ -26,7 +30,7 @@ PHOTOS = ROOT / "fixtures" / "photos"
 
 def require_binary():
     if not BINARY.is_file() or not os.access(BINARY, os.X_OK):
-        pytest.fail(f"mask-web binary missing at {BINARY}: run `cargo build -p webapp` first")
+        pytest.fail(f"mask-web binary missing at {BINARY}: run `make build` first")
 
 
 def free_port():

@@ -12,22 +12,6 @@ use std::io::Write;
 use common::*;
 use serde_json::Value;
 
-async fn user(s: &Server, name: &str) -> Client {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/register", s.base))
-        .form(&[
-            ("username", name),
-            ("password", &format!("{name}-password")),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let mut c = Client::new(&s.base);
-    assert_eq!(c.login(name, &format!("{name}-password")).await.status, 303);
-    c
-}
-
 /// `POST /api/detect` with a raw body, the client's cookies and `headers`.
 async fn detect_raw(c: &Client, ct: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
     let cookie = c

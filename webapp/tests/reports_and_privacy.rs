@@ -9,22 +9,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-async fn user(s: &Server, name: &str) -> Client {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/register", s.base))
-        .form(&[
-            ("username", name),
-            ("password", &format!("{name}-password")),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let mut c = Client::new(&s.base);
-    assert_eq!(c.login(name, &format!("{name}-password")).await.status, 303);
-    c
-}
-
 async fn upload(c: &mut Client, name: &str, bytes: &[u8]) -> String {
     let csrf = c.csrf("/upload").await;
     let p = c
@@ -195,23 +179,7 @@ async fn stored_originals_lose_their_metadata_by_default_and_keep_it_when_told()
     let s = server().await;
     let mut ann = user(&s, "ann").await;
     let id = upload(&mut ann, "gps.png", &tagged).await;
-    let original = ann
-        .http
-        .get(format!("{}/images/{id}/original", s.base))
-        .header(
-            "cookie",
-            ann.cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let original = ann.get_bytes(&format!("/images/{id}/original")).await;
     assert!(
         !original.windows(11).any(|w| w == b"GPSPosition"),
         "position kept"
@@ -226,25 +194,9 @@ async fn stored_originals_lose_their_metadata_by_default_and_keep_it_when_told()
     let keep = server_with(|c| c.history.strip_metadata = false).await;
     let mut bob = user(&keep, "bob").await;
     let id = upload(&mut bob, "gps.png", &tagged).await;
-    let original = bob
-        .http
-        .get(format!("{}/images/{id}/original", keep.base))
-        .header(
-            "cookie",
-            bob.cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let original = bob.get_bytes(&format!("/images/{id}/original")).await;
     assert_eq!(
-        original.as_ref(),
+        original.as_slice(),
         tagged.as_slice(),
         "the control keeps the upload as sent"
     );
@@ -259,23 +211,7 @@ async fn faces_are_blurred_in_annotated_copies_when_configured() {
     for s in [&sharp, &blurred] {
         let mut c = user(s, "cy").await;
         let id = upload(&mut c, "p.png", &photo).await;
-        let bytes = c
-            .http
-            .get(format!("{}/images/{id}/annotated", s.base))
-            .header(
-                "cookie",
-                c.cookies
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = c.get_bytes(&format!("/images/{id}/annotated")).await;
         images.push(
             mask_detect::image::load_from_memory(&bytes)
                 .unwrap()

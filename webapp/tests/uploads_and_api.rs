@@ -12,22 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-async fn user(s: &Server, name: &str) -> Client {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/register", s.base))
-        .form(&[
-            ("username", name),
-            ("password", &format!("{name}-password")),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let mut c = Client::new(&s.base);
-    assert_eq!(c.login(name, &format!("{name}-password")).await.status, 303);
-    c
-}
-
 async fn upload_file(c: &mut Client, name: &str, bytes: &[u8]) -> Page {
     let csrf = c.csrf("/upload").await;
     c.post_multipart("/upload", &[("csrf_token", &csrf)], Some((name, bytes)))

@@ -210,6 +210,23 @@ pub async fn server() -> Server {
     server_with(|_| {}).await
 }
 
+/// A user registered through the API (password `NAME-password`), logged in on a new client.
+pub async fn user(s: &Server, name: &str) -> Client {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/register", s.base))
+        .form(&[
+            ("username", name),
+            ("password", &format!("{name}-password")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut c = Client::new(&s.base);
+    assert_eq!(c.login(name, &format!("{name}-password")).await.status, 303);
+    c
+}
+
 /// A browser-like client: a cookie jar, no automatic redirects.
 pub struct Client {
     pub http: reqwest::Client,
@@ -301,6 +318,20 @@ impl Client {
             );
         }
         h
+    }
+
+    /// The body of a `GET` as bytes (images), with the client's cookies.
+    pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
     }
 
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
