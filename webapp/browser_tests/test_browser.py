@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import http.server
 import sys
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+from chromium import start_chromium  # noqa: E402
 from mask_web_process import PHOTOS, ROOT, MaskWebProcess, base_env, free_port  # noqa: E402
 
 PHOTO = (PHOTOS / "maksssksksss0.png").resolve()
@@ -45,14 +43,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-                 "--window-size=1200,900", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium("1200,900")
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()

@@ -6,7 +6,6 @@ to target/screenshots/ (camera.png, batch-*.png)."""
 from __future__ import annotations
 
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -14,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+from chromium import start_chromium  # noqa: E402
 from mask_web_process import PHOTOS, ROOT, MaskWebProcess, base_env, free_port  # noqa: E402
 
 CAMERA_PHOTO = PHOTOS / "maksssksksss0.png"  # three faces, one masked
@@ -68,16 +66,15 @@ def server(tmp_path_factory):
 def browser(tmp_path_factory):
     video = tmp_path_factory.mktemp("camera") / "camera.y4m"
     write_y4m(CAMERA_PHOTO, video)
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-                 "--window-size=1200,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-video-capture={video}", "--autoplay-policy=no-user-gesture-required"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium(
+        "1200,1000",
+        flags=[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()

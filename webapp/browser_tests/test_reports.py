@@ -5,18 +5,16 @@ API. Screenshots go to target/screenshots/ (trends.png, privacy.png)."""
 from __future__ import annotations
 
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+from chromium import start_chromium  # noqa: E402
 from mask_web_process import (  # noqa: E402
     PHOTOS,
     ROOT,
@@ -60,16 +58,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-                 "--window-size=1100,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
-        options.add_argument(flag)
     # The chart must not need JavaScript.
-    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium("1100,1000", prefs={"profile.managed_default_content_settings.javascript": 2})
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()

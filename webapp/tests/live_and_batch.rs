@@ -14,16 +14,10 @@ use serde_json::Value;
 
 /// `POST /api/detect` with a raw body, the client's cookies and `headers`.
 async fn detect_raw(c: &Client, ct: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
-    let cookie = c
-        .cookies
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
     let mut req = c
         .http
         .post(format!("{}/api/detect", c.base))
-        .header("cookie", cookie)
+        .header("cookie", c.cookie_header())
         .header("content-type", ct)
         .body(body);
     for (k, v) in headers {
@@ -172,16 +166,10 @@ fn batch_form(csrf: &str, files: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
 async fn post_batch(c: &mut Client, files: &[(&str, Vec<u8>)], json: bool) -> Page {
     let csrf = c.csrf("/batch").await;
     let (ct, body) = batch_form(&csrf, files);
-    let cookie = c
-        .cookies
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
     let mut req = c
         .http
         .post(format!("{}/batch", c.base))
-        .header("cookie", cookie)
+        .header("cookie", c.cookie_header())
         .header("content-type", ct)
         .body(body);
     if json {
@@ -272,14 +260,7 @@ async fn batch_of_several_files_records_each_and_counts_by_category() {
     let r = c
         .http
         .post(format!("{}/batch", c.base))
-        .header(
-            "cookie",
-            c.cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
+        .header("cookie", c.cookie_header())
         .header("content-type", ct)
         .body(body)
         .send()
@@ -391,14 +372,7 @@ async fn detect_and_batch_keep_the_pool_limits_per_address_and_in_all() {
         .post(format!("{}/api/detect", s.base))
         .header("content-type", "image/png")
         .header("x-requested-with", "x")
-        .header(
-            "cookie",
-            c.cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
+        .header("cookie", c.cookie_header())
         .body(photo("maksssksksss1.png"))
         .send()
         .await

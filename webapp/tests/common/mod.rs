@@ -262,7 +262,8 @@ impl Client {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    /// The jar as a `Cookie` header value.
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
