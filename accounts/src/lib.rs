@@ -1,6 +1,7 @@
 //! Everything about who a user is: users and roles, argon2id passwords, single-use signed
 //! tokens for password reset and invitations, server-side sessions with CSRF tokens, and login
-//! throttling, stored in SQLite behind the [`Store`] trait.
+//! throttling, stored behind the [`Store`] trait in SQLite ([`SqliteStore`], the embedded default)
+//! or PostgreSQL ([`PgStore`], for several instances sharing one database).
 //!
 //! The web app holds one [`Accounts`] (cheap to clone, `Send + Sync`) and calls it from
 //! `spawn_blocking`: every method does blocking I/O, and logins spend tens of milliseconds in
@@ -71,8 +72,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use model::{AdminBootstrap, DeletedUser, NewUser, PageRequest, Role, User, UserId, UserPage};
 pub use password::{PasswordParams, generate_password};
+pub use pg_pool::PgPool;
 pub use session::{Session, SessionId};
-pub use store::{SqliteStore, Store};
+pub use store::{PgStore, SqliteStore, Store};
 pub use token::TokenPurpose;
 pub use validate::{
     EMAIL_MAX_LEN, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN, USERNAME_MAX_LEN, check_password_policy,

@@ -1,4 +1,7 @@
-//! End-to-end behaviour of `Accounts` against real SQLite files with a manual clock.
+//! End-to-end behaviour of `Accounts` with a manual clock, run once per storage backend: the
+//! `sqlite` module on real SQLite files, the `postgres` module on a fresh database of the
+//! PostgreSQL server named by `MASK_TEST_POSTGRES` (which `make test` starts through
+//! `webapp/test_support/services.py`; without it those tests print SKIPPED and return).
 
 // Fixture helpers outside `#[test]` functions are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,14 +14,30 @@ use accounts::{
     Accounts, AccountsConfig, AdminBootstrap, Error, ManualClock, NewUser, PageRequest,
     PasswordParams, Role, SessionId, TokenPurpose, User,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use accounts::{PgPool, PgStore};
 use tempfile::TempDir;
 
 const SECRET: &[u8; 32] = b"test secret, exactly 32 bytes!!!";
 const START: i64 = 1_700_000_000;
 const MIN: Duration = Duration::from_secs(60);
 
+/// The storage a fixture runs on.
+enum Backend {
+    Sqlite,
+    /// The server's URL (any database; each fixture creates its own).
+    Postgres(String),
+}
+
+/// Where one fixture's data lives, and how to look at it behind the API's back.
+enum Db {
+    Sqlite(TempDir),
+    Postgres(PgPool),
+}
+
 struct Fixture {
-    dir: TempDir,
+    db: Db,
     clock: ManualClock,
     accounts: Accounts,
 }
@@ -30,16 +49,140 @@ fn config(clock: &ManualClock) -> AccountsConfig {
     }
 }
 
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+fn fixture(b: &Backend) -> Fixture {
     let clock = ManualClock::new(START);
-    let accounts = Accounts::open(dir.path().join("accounts.db"), config(&clock)).unwrap();
+    fixture_with(b, config(&clock), clock)
+}
+
+fn fixture_with(b: &Backend, config: AccountsConfig, clock: ManualClock) -> Fixture {
+    let db = match b {
+        Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
+        Backend::Postgres(url) => Db::Postgres(fresh_database(url)),
+    };
+    let accounts = open_on(&db, config);
     Fixture {
-        dir,
+        db,
         clock,
         accounts,
     }
 }
+
+/// Another `Accounts` on the same data (as a second process or instance would be).
+fn open_on(db: &Db, config: AccountsConfig) -> Accounts {
+    match db {
+        Db::Sqlite(dir) => Accounts::open(dir.path().join("accounts.db"), config).unwrap(),
+        Db::Postgres(pool) => {
+            let store = PgStore::open(pool.clone()).unwrap();
+            Accounts::with_store(Arc::new(store), config).unwrap()
+        }
+    }
+}
+
+/// A new database on the server at `url`, and a pool connected to it.
+fn fresh_database(url: &str) -> PgPool {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "accounts_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = PgPool::connect(url, 1).unwrap();
+    let drop = format!("DROP DATABASE IF EXISTS {name}");
+    let statement = format!("CREATE DATABASE {name}");
+    admin
+        .run("create a test database", move |client| async move {
+            client.batch_execute(&drop).await?;
+            client.batch_execute(&statement).await?;
+            Ok::<_, pg_pool::Error>(())
+        })
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    PgPool::connect(&format!("{base}/{name}"), 8).unwrap()
+}
+
+impl Fixture {
+    /// One text column of every row `sql` returns, read directly from the database.
+    fn column(&self, sql: &str) -> Vec<String> {
+        match &self.db {
+            Db::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("accounts.db"))
+                .unwrap()
+                .prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            Db::Postgres(pool) => {
+                let sql = sql.to_owned();
+                pool.run("read a column", move |client| async move {
+                    let rows = client.query(&sql, &[]).await?;
+                    Ok::<_, pg_pool::Error>(rows.iter().map(|r| r.get(0)).collect())
+                })
+                .unwrap()
+            }
+        }
+    }
+}
+
+impl Backend {
+    fn postgres() -> Option<Backend> {
+        match std::env::var("MASK_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ => {
+                eprintln!(
+                    "SKIPPED: MASK_TEST_POSTGRES is not set (make test starts a PostgreSQL \
+                     server through webapp/test_support/services.py)"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Runs each named behaviour test once per backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(&super::Backend::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() {
+                if let Some(b) = super::Backend::postgres() { super::$name(&b) }
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    create_and_look_up_users,
+    create_user_validates_input,
+    generated_passwords_work_once_shown_and_force_a_change,
+    pagination,
+    admin_bootstrap,
+    last_admin_cannot_be_deleted_or_demoted,
+    concurrent_demotions_keep_one_admin,
+    delete_user_reports_and_removes_sessions,
+    login_checks_the_password,
+    credential_check_starts_no_session_and_shares_the_login_throttle,
+    username_throttle_refuses_even_the_right_password_until_the_window_passes,
+    success_resets_the_username_counter,
+    address_throttle_spans_usernames,
+    unknown_usernames_look_like_known_ones,
+    concurrent_logins_from_threads,
+    passwords_are_rehashed_when_parameters_change,
+    session_ids_are_stored_hashed,
+    idle_timeout_and_touching,
+    absolute_lifetime_ends_busy_sessions,
+    logout_and_csrf,
+    purge_expired_sessions,
+    change_password_keeps_only_the_current_session,
+    admin_set_password_logs_the_user_out,
+    reset_token_round_trip_and_single_use,
+    token_after_a_password_change_is_refused,
+    token_errors_are_distinct,
+    token_of_a_deleted_user_is_invalid,
+    simultaneous_uses_of_one_token_succeed_once,
+);
 
 fn add(accounts: &Accounts, name: &str, role: Role, password: &str) -> User {
     accounts
@@ -55,9 +198,8 @@ fn add(accounts: &Accounts, name: &str, role: Role, password: &str) -> User {
 
 // ---- users ----------------------------------------------------------------------------------
 
-#[test]
-fn create_and_look_up_users() {
-    let f = fixture();
+fn create_and_look_up_users(b: &Backend) {
+    let f = fixture(b);
     let alice = add(&f.accounts, "Alice", Role::User, "password-a");
     assert_eq!(alice.created_at, START);
     assert!(!alice.must_change_password);
@@ -103,9 +245,8 @@ fn create_and_look_up_users() {
     );
 }
 
-#[test]
-fn create_user_validates_input() {
-    let f = fixture();
+fn create_user_validates_input(b: &Backend) {
+    let f = fixture(b);
     let attempt = |username: &str, email: &str, password: Option<&str>| {
         f.accounts.create_user(NewUser {
             username: username.into(),
@@ -146,9 +287,8 @@ fn create_user_validates_input() {
     );
 }
 
-#[test]
-fn generated_passwords_work_once_shown_and_force_a_change() {
-    let f = fixture();
+fn generated_passwords_work_once_shown_and_force_a_change(b: &Backend) {
+    let f = fixture(b);
     let (user, generated) = f
         .accounts
         .create_user(NewUser {
@@ -171,9 +311,8 @@ fn generated_passwords_work_once_shown_and_force_a_change() {
     assert_eq!(changed.password_version, user.password_version + 1);
 }
 
-#[test]
-fn pagination() {
-    let f = fixture();
+fn pagination(b: &Backend) {
+    let f = fixture(b);
     for i in 0..7 {
         add(&f.accounts, &format!("user{i}"), Role::User, "password-x");
     }
@@ -213,9 +352,8 @@ fn pagination() {
 
 // ---- admin rules ----------------------------------------------------------------------------
 
-#[test]
-fn admin_bootstrap() {
-    let f = fixture();
+fn admin_bootstrap(b: &Backend) {
+    let f = fixture(b);
     let AdminBootstrap::Created {
         user,
         generated_password: Some(pw),
@@ -242,7 +380,7 @@ fn admin_bootstrap() {
     );
 
     // With a given password, nothing is generated.
-    let g = fixture();
+    let g = fixture(b);
     let created = g
         .accounts
         .ensure_admin("boss", "boss@example.com", Some("given password".into()))
@@ -256,7 +394,7 @@ fn admin_bootstrap() {
         .unwrap();
 
     // An existing ordinary user is not promoted by name.
-    let h = fixture();
+    let h = fixture(b);
     add(&h.accounts, "admin", Role::User, "password-u");
     assert!(matches!(
         h.accounts.ensure_admin("admin", "x@example.com", None),
@@ -264,9 +402,8 @@ fn admin_bootstrap() {
     ));
 }
 
-#[test]
-fn last_admin_cannot_be_deleted_or_demoted() {
-    let f = fixture();
+fn last_admin_cannot_be_deleted_or_demoted(b: &Backend) {
+    let f = fixture(b);
     let a = add(&f.accounts, "a", Role::Admin, "password-a");
     assert!(matches!(
         f.accounts.delete_user(a.id),
@@ -296,9 +433,8 @@ fn last_admin_cannot_be_deleted_or_demoted() {
     assert!(f.accounts.user(b.id).unwrap().is_admin());
 }
 
-#[test]
-fn concurrent_demotions_keep_one_admin() {
-    let f = fixture();
+fn concurrent_demotions_keep_one_admin(b: &Backend) {
+    let f = fixture(b);
     let admins: Vec<User> = (0..4)
         .map(|i| add(&f.accounts, &format!("admin{i}"), Role::Admin, "password-a"))
         .collect();
@@ -318,9 +454,8 @@ fn concurrent_demotions_keep_one_admin() {
     ));
 }
 
-#[test]
-fn delete_user_reports_and_removes_sessions() {
-    let f = fixture();
+fn delete_user_reports_and_removes_sessions(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "admin", Role::Admin, "password-a");
     let u = add(&f.accounts, "u", Role::User, "password-u");
     let (_, s1) = f.accounts.login("u", "password-u", "1.1.1.1").unwrap();
@@ -346,9 +481,8 @@ fn delete_user_reports_and_removes_sessions() {
 
 // ---- login and throttling -------------------------------------------------------------------
 
-#[test]
-fn login_checks_the_password() {
-    let f = fixture();
+fn login_checks_the_password(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "carol", Role::User, "carol's password");
     f.clock.advance(MIN);
     let (user, session) = f
@@ -372,9 +506,8 @@ fn login_checks_the_password() {
     ));
 }
 
-#[test]
-fn credential_check_starts_no_session_and_shares_the_login_throttle() {
-    let f = fixture();
+fn credential_check_starts_no_session_and_shares_the_login_throttle(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "erin", Role::User, "erin's password");
     f.clock.advance(MIN);
     let user = f
@@ -401,9 +534,8 @@ fn credential_check_starts_no_session_and_shares_the_login_throttle() {
     ));
 }
 
-#[test]
-fn username_throttle_refuses_even_the_right_password_until_the_window_passes() {
-    let f = fixture();
+fn username_throttle_refuses_even_the_right_password_until_the_window_passes(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "dave", Role::User, "dave's password");
     for i in 0..5 {
         // Different addresses: only the username counter reaches its limit.
@@ -433,9 +565,8 @@ fn username_throttle_refuses_even_the_right_password_until_the_window_passes() {
         .unwrap();
 }
 
-#[test]
-fn success_resets_the_username_counter() {
-    let f = fixture();
+fn success_resets_the_username_counter(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "frank", Role::User, "frank's password");
     for _ in 0..4 {
         assert!(f.accounts.login("frank", "wrong", "10.0.0.1").is_err());
@@ -454,9 +585,8 @@ fn success_resets_the_username_counter() {
         .unwrap();
 }
 
-#[test]
-fn address_throttle_spans_usernames() {
-    let f = fixture();
+fn address_throttle_spans_usernames(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "grace", Role::User, "grace's password");
     for i in 0..20 {
         let r = f
@@ -479,9 +609,8 @@ fn address_throttle_spans_usernames() {
         .unwrap();
 }
 
-#[test]
-fn unknown_usernames_look_like_known_ones() {
-    let f = fixture();
+fn unknown_usernames_look_like_known_ones(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "heidi", Role::User, "heidi's password");
     let mut known = Vec::new();
     let mut unknown = Vec::new();
@@ -506,9 +635,8 @@ fn unknown_usernames_look_like_known_ones() {
     );
 }
 
-#[test]
-fn concurrent_logins_from_threads() {
-    let f = fixture();
+fn concurrent_logins_from_threads(b: &Backend) {
+    let f = fixture(b);
     let users: Vec<User> = (0..4)
         .map(|i| {
             add(
@@ -552,12 +680,10 @@ fn concurrent_logins_from_threads() {
     }
 }
 
-#[test]
-fn passwords_are_rehashed_when_parameters_change() {
-    let f = fixture();
-    let db = f.dir.path().join("accounts.db");
-    let weak = Accounts::open(
-        &db,
+fn passwords_are_rehashed_when_parameters_change(b: &Backend) {
+    let f = fixture(b);
+    let weak = open_on(
+        &f.db,
         AccountsConfig {
             password_params: PasswordParams {
                 memory_kib: 1024,
@@ -566,10 +692,16 @@ fn passwords_are_rehashed_when_parameters_change() {
             },
             ..config(&f.clock)
         },
-    )
-    .unwrap();
+    );
     let u = add(&weak, "ivan", Role::User, "ivan's password");
-    let stored = || -> String { rusqlite_hash(&db, u.id.0) };
+    // Read the stored column directly: the public API never exposes hashes.
+    let stored = || -> String {
+        f.column(&format!(
+            "SELECT password_hash FROM users WHERE id = {}",
+            u.id
+        ))[0]
+            .clone()
+    };
     assert!(stored().starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
     f.accounts
         .login("ivan", "wrong password", "10.0.0.1")
@@ -596,24 +728,10 @@ fn passwords_are_rehashed_when_parameters_change() {
         .unwrap();
 }
 
-fn rusqlite_hash(db: &std::path::Path, id: i64) -> String {
-    // Read the stored column directly: the public API never exposes hashes.
-    let conn = rusqlite_open(db);
-    conn.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })
-    .unwrap()
-}
-
-fn rusqlite_open(db: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(db).unwrap()
-}
-
 // ---- sessions -------------------------------------------------------------------------------
 
-#[test]
-fn session_ids_are_stored_hashed() {
-    let f = fixture();
+fn session_ids_are_stored_hashed(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "judy", Role::User, "judy's password");
     let (_, session) = f
         .accounts
@@ -622,14 +740,7 @@ fn session_ids_are_stored_hashed() {
     assert_eq!(session.id.as_str().len(), 64);
     assert_eq!(session.csrf_token.len(), 64);
     assert!(!format!("{session:?}").contains(session.id.as_str()));
-    let conn = rusqlite_open(&f.dir.path().join("accounts.db"));
-    let stored: Vec<String> = conn
-        .prepare("SELECT id_hash FROM sessions")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored = f.column("SELECT id_hash FROM sessions");
     assert_eq!(stored, [session.id.hash()]);
     assert_ne!(stored[0], session.id.as_str());
     // Presenting the stored hash as a cookie does not work.
@@ -639,9 +750,8 @@ fn session_ids_are_stored_hashed() {
     ));
 }
 
-#[test]
-fn idle_timeout_and_touching() {
-    let f = fixture();
+fn idle_timeout_and_touching(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "kim", Role::User, "kim's password");
     let (_, s) = f
         .accounts
@@ -669,9 +779,8 @@ fn idle_timeout_and_touching() {
     ));
 }
 
-#[test]
-fn absolute_lifetime_ends_busy_sessions() {
-    let f = fixture();
+fn absolute_lifetime_ends_busy_sessions(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "leo", Role::User, "leo's password");
     let (_, s) = f
         .accounts
@@ -693,9 +802,8 @@ fn absolute_lifetime_ends_busy_sessions() {
     ));
 }
 
-#[test]
-fn logout_and_csrf() {
-    let f = fixture();
+fn logout_and_csrf(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "mia", Role::User, "mia's password");
     let (_, a) = f
         .accounts
@@ -721,9 +829,8 @@ fn logout_and_csrf() {
     ));
 }
 
-#[test]
-fn purge_expired_sessions() {
-    let f = fixture();
+fn purge_expired_sessions(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "ned", Role::User, "ned's password");
     f.accounts
         .login("ned", "ned's password", "10.0.0.1")
@@ -740,9 +847,8 @@ fn purge_expired_sessions() {
 
 // ---- passwords ------------------------------------------------------------------------------
 
-#[test]
-fn change_password_keeps_only_the_current_session() {
-    let f = fixture();
+fn change_password_keeps_only_the_current_session(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "olga", Role::User, "old password");
     let (_, here) = f
         .accounts
@@ -783,9 +889,8 @@ fn change_password_keeps_only_the_current_session() {
         .unwrap();
 }
 
-#[test]
-fn admin_set_password_logs_the_user_out() {
-    let f = fixture();
+fn admin_set_password_logs_the_user_out(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "pat", Role::User, "pat's password");
     let (_, s) = f
         .accounts
@@ -811,9 +916,8 @@ fn admin_set_password_logs_the_user_out() {
 
 // ---- tokens ---------------------------------------------------------------------------------
 
-#[test]
-fn reset_token_round_trip_and_single_use() {
-    let f = fixture();
+fn reset_token_round_trip_and_single_use(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "quinn", Role::User, "forgotten pw");
     let (_, s) = f
         .accounts
@@ -866,9 +970,8 @@ fn reset_token_round_trip_and_single_use() {
         .unwrap();
 }
 
-#[test]
-fn token_after_a_password_change_is_refused() {
-    let f = fixture();
+fn token_after_a_password_change_is_refused(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "rita", Role::User, "first password");
     let (_, token) = f
         .accounts
@@ -888,9 +991,8 @@ fn token_after_a_password_change_is_refused() {
         .unwrap();
 }
 
-#[test]
-fn token_errors_are_distinct() {
-    let f = fixture();
+fn token_errors_are_distinct(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "sam", Role::User, "sam's password");
     let (_, reset) = f
         .accounts
@@ -946,15 +1048,15 @@ fn token_errors_are_distinct() {
         );
     }
     // Signed with another secret.
-    let other_dir = tempfile::tempdir().unwrap();
-    let other = Accounts::open(
-        other_dir.path().join("other.db"),
+    let other = fixture_with(
+        b,
         AccountsConfig {
             clock: Arc::new(f.clock.clone()),
             ..AccountsConfig::with_secret(*b"a different secret of 32 bytes!!")
         },
+        f.clock.clone(),
     )
-    .unwrap();
+    .accounts;
     add(&other, "sam", Role::User, "sam's password");
     let (_, foreign) = other.issue_reset_token("sam@example.com").unwrap().unwrap();
     assert!(matches!(
@@ -985,9 +1087,8 @@ fn token_errors_are_distinct() {
     ));
 }
 
-#[test]
-fn token_of_a_deleted_user_is_invalid() {
-    let f = fixture();
+fn token_of_a_deleted_user_is_invalid(b: &Backend) {
+    let f = fixture(b);
     add(&f.accounts, "admin", Role::Admin, "admin password");
     let u = add(&f.accounts, "tom", Role::User, "tom's password");
     let invite = f.accounts.issue_invite_token(u.id).unwrap();
@@ -999,9 +1100,8 @@ fn token_of_a_deleted_user_is_invalid() {
     ));
 }
 
-#[test]
-fn simultaneous_uses_of_one_token_succeed_once() {
-    let f = fixture();
+fn simultaneous_uses_of_one_token_succeed_once(b: &Backend) {
+    let f = fixture(b);
     let u = add(&f.accounts, "uma", Role::User, "uma's password");
     let invite = f.accounts.issue_invite_token(u.id).unwrap();
     let handles: Vec<_> = (0..6)
@@ -1073,7 +1173,7 @@ fn open_migrates_an_empty_file_and_refuses_a_newer_one() {
     accounts.login("vic", "vic's password", "10.0.0.1").unwrap();
     drop(accounts);
 
-    let conn = rusqlite_open(&db);
+    let conn = rusqlite::Connection::open(&db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
@@ -1093,4 +1193,179 @@ fn accounts_is_send_sync_and_clone() {
     assert_traits::<Accounts>();
     assert_traits::<accounts::Session>();
     assert_traits::<User>();
+}
+
+// ---- several instances on one PostgreSQL database -------------------------------------------
+
+/// Instances that share a database: each with its own pool, as separate processes would be.
+fn instances(n: usize) -> Option<(Fixture, Vec<Accounts>)> {
+    let b = Backend::postgres()?;
+    let f = fixture(&b);
+    let others = (0..n)
+        .map(|_| {
+            let Db::Postgres(pool) = &f.db else {
+                unreachable!()
+            };
+            let url = pool.target().to_owned();
+            let own = PgPool::connect(&format!("postgres://postgres@{url}"), 4).unwrap();
+            Accounts::with_store(Arc::new(PgStore::open(own).unwrap()), config(&f.clock)).unwrap()
+        })
+        .collect();
+    Some((f, others))
+}
+
+#[test]
+fn instances_racing_to_delete_and_demote_keep_one_admin() {
+    let Some((f, instances)) = instances(4) else {
+        return;
+    };
+    for round in 0..5 {
+        let admins: Vec<User> = (0..4)
+            .map(|i| {
+                add(
+                    &f.accounts,
+                    &format!("r{round}a{i}"),
+                    Role::Admin,
+                    "password-a",
+                )
+            })
+            .collect();
+        // Remove the earlier rounds' survivor, so these four are the only administrators.
+        for u in f.accounts.list_users(PageRequest::default()).unwrap().users {
+            if u.role == Role::Admin && !admins.iter().any(|a| a.id == u.id) {
+                f.accounts.delete_user(u.id).unwrap();
+            }
+        }
+        let handles: Vec<_> = admins
+            .iter()
+            .zip(&instances)
+            .enumerate()
+            .map(|(i, (a, accounts))| {
+                let (accounts, id) = (accounts.clone(), a.id);
+                thread::spawn(move || {
+                    if i % 2 == 0 {
+                        accounts.delete_user(id).map(|_| ())
+                    } else {
+                        accounts.set_role(id, Role::User).map(|_| ())
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            3,
+            "{results:?}"
+        );
+        assert!(
+            results.iter().any(|r| matches!(r, Err(Error::LastAdmin))),
+            "{results:?}"
+        );
+        assert_eq!(
+            f.column("SELECT count(*)::TEXT FROM users WHERE role = 'admin'"),
+            ["1"]
+        );
+    }
+}
+
+#[test]
+fn instances_racing_to_use_one_token_succeed_once() {
+    let Some((f, instances)) = instances(4) else {
+        return;
+    };
+    let u = add(&f.accounts, "tess", Role::User, "tess's password");
+    let (_, token) = f
+        .accounts
+        .issue_reset_token("tess@example.com")
+        .unwrap()
+        .unwrap();
+    let handles: Vec<_> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, accounts)| {
+            let (accounts, token) = (accounts.clone(), token.clone());
+            thread::spawn(move || {
+                accounts.set_password_with_token(
+                    TokenPurpose::Reset,
+                    &token,
+                    &format!("new password number {i}"),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(f.accounts.user(u.id).unwrap().password_version, 2);
+}
+
+#[test]
+fn instances_share_sessions_and_throttling() {
+    let Some((f, instances)) = instances(2) else {
+        return;
+    };
+    add(&f.accounts, "uma", Role::User, "uma's password");
+    let (_, session) = instances[0]
+        .login("uma", "uma's password", "10.0.0.9")
+        .unwrap();
+    instances[1].session(&session.id).unwrap();
+    instances[1].logout(&session.id).unwrap();
+    assert!(matches!(
+        instances[0].session(&session.id),
+        Err(Error::SessionInvalid)
+    ));
+    // Failures at either instance count towards one limit.
+    for i in 0..10 {
+        let _ = instances[i % 2].login("uma", "wrong", "10.0.0.9");
+    }
+    assert!(matches!(
+        instances[0].login("uma", "uma's password", "10.0.0.9"),
+        Err(Error::Throttled { .. })
+    ));
+}
+
+#[test]
+fn instances_starting_together_migrate_once_and_share_one_secret() {
+    let Some(Backend::Postgres(url)) = Backend::postgres() else {
+        return;
+    };
+    let pool = fresh_database(&url);
+    let target = pool.target().to_owned();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let url = format!("postgres://postgres@{target}");
+            thread::spawn(move || {
+                let store = PgStore::open(PgPool::connect(&url, 2).unwrap()).unwrap();
+                store
+                    .shared_secret("token key", &format!("candidate {i}"))
+                    .unwrap()
+            })
+        })
+        .collect();
+    let secrets: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(secrets.iter().all(|s| s == &secrets[0]), "{secrets:?}");
+    assert!(secrets[0].starts_with("candidate "));
+    let store = PgStore::open(pool.clone()).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        accounts::store::PG_SCHEMA_VERSION
+    );
+
+    // A database a newer build migrated is refused and left alone.
+    pool.run("pretend a newer build", |client| async move {
+        client
+            .batch_execute(
+                "UPDATE schema_versions SET version = version + 1 WHERE component = 'accounts'",
+            )
+            .await?;
+        Ok::<_, pg_pool::Error>(())
+    })
+    .unwrap();
+    assert!(matches!(
+        PgStore::open(pool.clone()),
+        Err(Error::SchemaTooNew { .. })
+    ));
 }

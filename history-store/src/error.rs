@@ -116,6 +116,22 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// A PostgreSQL operation failed (the clustered backend).
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[source] pg_pool::Error),
+
+    /// An object store operation failed (the clustered backend).
+    #[error("object store: {op} {key}")]
+    ObjectStore {
+        /// What was being done ("put", "get", "delete", "list").
+        op: &'static str,
+        /// The object's key.
+        key: String,
+        /// The client's error.
+        #[source]
+        source: object_store::Error,
+    },
+
     /// The result JSON could not be serialised.
     #[error("could not serialise the result JSON")]
     Json {
@@ -152,6 +168,17 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
+}
+
+impl From<pg_pool::Error> for Error {
+    fn from(e: pg_pool::Error) -> Self {
+        match e {
+            pg_pool::Error::SchemaTooNew {
+                found, supported, ..
+            } => Error::SchemaTooNew { found, supported },
+            other => Error::Postgres(other),
+        }
+    }
 }
 
 /// This crate's result type.

@@ -12,8 +12,11 @@
 //! user input, so no path can escape the data directory. Every query takes the owner's
 //! [`UserId`]; someone else's entry is [`Error::NotFound`], exactly like a missing one.
 //!
-//! The web app should depend on the [`HistoryBackend`] trait so a PostgreSQL + object-store
-//! backend can be added later. The store is independent of the detector crate: the caller passes
+//! [`PgHistory`] is the clustered backend: rows in PostgreSQL, images in an S3-compatible object
+//! store, with the same promise (objects written before the row commits; rows deleted before
+//! their objects) for any number of processes. The web app depends on the [`HistoryBackend`]
+//! trait, which both implement; `history-store/tests/backend_conformance.rs` runs the same
+//! behaviour tests against both. The store is independent of the detector crate: the caller passes
 //! what the detector produced.
 //!
 //! # Example
@@ -61,6 +64,7 @@
 mod backend;
 mod clock;
 mod error;
+mod pg;
 mod prepare;
 mod store;
 mod types;
@@ -68,6 +72,8 @@ mod types;
 pub use backend::HistoryBackend;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
+pub use pg::{PgHistory, S3Config};
+pub use pg_pool::PgPool;
 pub use store::{HistoryStore, StoreConfig, SweepReport};
 pub use types::{
     Category, Counts, Cursor, DayCount, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind,

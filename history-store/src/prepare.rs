@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::types::{
-    Category, EntryId, ImageMeta, ImageType, Kind, MAX_FILE_NAME_CHARS, MAX_URL_BYTES, NewEntry,
-    Source, UserId,
+    Category, Entry, EntryId, ImageMeta, ImageType, Kind, MAX_FILE_NAME_CHARS, MAX_URL_BYTES,
+    NewEntry, Source, UserId,
 };
 
 /// Limits applied while preparing an entry.
@@ -37,6 +37,28 @@ pub(crate) struct Prepared {
     pub result: serde_json::Value,
     /// Indexed like [`Kind::ALL`]: original, annotated, thumb.
     pub images: [(ImageMeta, Vec<u8>); 3],
+}
+
+impl Prepared {
+    /// The entry as stored, once every part of it is.
+    pub(crate) fn into_entry(self) -> Entry {
+        let [(original, _), (annotated, _), (thumb, _)] = self.images;
+        Entry {
+            id: self.id,
+            owner: self.owner,
+            created_at_ms: self.created_at_ms,
+            category: self.category,
+            faces: self.faces,
+            masked: self.masked,
+            unmasked: self.unmasked,
+            source: self.source,
+            file_name: self.file_name,
+            result: self.result,
+            original,
+            annotated,
+            thumb,
+        }
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

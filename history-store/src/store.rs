@@ -81,7 +81,7 @@ impl StoreConfig {
         Ok(())
     }
 
-    fn limits(&self) -> PrepareLimits {
+    pub(crate) fn limits(&self) -> PrepareLimits {
         PrepareLimits {
             max_image_bytes: self.max_image_bytes,
             thumbnail_size: self.thumbnail_size,
@@ -155,7 +155,7 @@ CREATE INDEX entries_owner_category_time ON entries (owner, category, created_at
 CREATE INDEX entries_time ON entries (created_at);
 "];
 
-const COLUMNS: &str = "id, owner, created_at, category, faces, masked, unmasked, source_kind, \
+pub(crate) const COLUMNS: &str = "id, owner, created_at, category, faces, masked, unmasked, source_kind, \
     source_url, file_name, result_json, original_type, original_bytes, original_sha256, \
     annotated_type, annotated_bytes, annotated_sha256, thumb_type, thumb_bytes, thumb_sha256";
 
@@ -229,20 +229,20 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A row as SQLite returns it, before parsing into typed values.
-struct RawRow {
-    id: String,
-    owner: i64,
-    created_at: i64,
-    category: String,
-    faces: i64,
-    masked: i64,
-    unmasked: i64,
-    source_kind: String,
-    source_url: Option<String>,
-    file_name: Option<String>,
-    result_json: String,
-    images: [(String, i64, String); 3],
+/// A row as a database returns it, before parsing into typed values.
+pub(crate) struct RawRow {
+    pub(crate) id: String,
+    pub(crate) owner: i64,
+    pub(crate) created_at: i64,
+    pub(crate) category: String,
+    pub(crate) faces: i64,
+    pub(crate) masked: i64,
+    pub(crate) unmasked: i64,
+    pub(crate) source_kind: String,
+    pub(crate) source_url: Option<String>,
+    pub(crate) file_name: Option<String>,
+    pub(crate) result_json: String,
+    pub(crate) images: [(String, i64, String); 3],
 }
 
 impl RawRow {
@@ -267,7 +267,7 @@ impl RawRow {
         })
     }
 
-    fn into_entry(self) -> Result<Entry> {
+    pub(crate) fn into_entry(self) -> Result<Entry> {
         let id = self.id;
         let corrupt = |detail: String| Error::Corrupt {
             id: id.clone(),
@@ -504,22 +504,7 @@ impl HistoryStore {
         drop(guard);
         // A fault here only matters as a crash: the entry is complete.
         let _ = self.checkpoint(Step::Committed);
-        let [(original, _), (annotated, _), (thumb, _)] = prepared.images;
-        Ok(Entry {
-            id: prepared.id,
-            owner: prepared.owner,
-            created_at_ms: prepared.created_at_ms,
-            category: prepared.category,
-            faces: prepared.faces,
-            masked: prepared.masked,
-            unmasked: prepared.unmasked,
-            source: prepared.source,
-            file_name: prepared.file_name,
-            result: prepared.result,
-            original,
-            annotated,
-            thumb,
-        })
+        Ok(prepared.into_entry())
     }
 
     /// Writes the files and commits the row; `written` collects every path created, for cleanup.

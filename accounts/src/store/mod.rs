@@ -1,13 +1,17 @@
-//! The storage interface. [`crate::Accounts`] holds an `Arc<dyn Store>`, so another backend
-//! (e.g. PostgreSQL) can be added by implementing this trait, without changing callers.
+//! The storage interface. [`crate::Accounts`] holds an `Arc<dyn Store>`; two backends implement
+//! it: [`SqliteStore`] (one file, the embedded default) and [`PgStore`] (PostgreSQL, shared by
+//! several web app instances). The same behaviour tests run against both
+//! (`accounts/tests/store_conformance.rs`).
 //!
 //! The store keeps data and enforces the invariants that need atomicity (unique names, the last
 //! administrator, compare-and-set of the password version); policy (hashing, expiry, throttling
 //! thresholds) lives in [`crate::Accounts`], which passes every timestamp in, so stores never read
 //! a clock.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PG_SCHEMA_VERSION, PgStore};
 #[cfg(test)]
 pub(crate) use sqlite::migrate;
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
