@@ -108,14 +108,16 @@ impl S3Config {
             .with_access_key_id(&self.access_key_id)
             .with_secret_access_key(&self.secret_access_key)
             .with_virtual_hosted_style_request(false)
-            .with_allow_http(allow_http)
             .with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(30),
                 ..RetryConfig::default()
             })
+            // `with_client_options` replaces every client option, so `allow_http` goes in here
+            // (the builder's own `with_allow_http` before it would be lost).
             .with_client_options(
                 ClientOptions::new()
+                    .with_allow_http(allow_http)
                     .with_timeout(Duration::from_secs(60))
                     .with_connect_timeout(Duration::from_secs(5)),
             )
