@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR := never
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET)/debug
 
-.PHONY: run build test models venv lint rust-test python-test load-smoke load audit system-deps
+.PHONY: run build test models venv lint rust-test python-test load-smoke load cluster-test audit system-deps
 
 ## Fetch (if missing), verify and convert the models into ./models.
 models:
@@ -18,7 +18,8 @@ models:
 venv:
 	python3 tools/fetch_models.py --venv
 
-## Debian packages the tests need (headless Chromium for page tests).
+## What the tests need beyond Rust and Python: Chromium (page tests), PostgreSQL, nginx and the
+# Garage S3 server (clustered backends).
 system-deps:
 	bash tools/install_system_deps.sh
 
@@ -34,7 +35,7 @@ build:
 	cargo build --workspace --all-targets
 
 ## Every test of every crate and of the Python tools, plus fmt and clippy.
-test: models venv system-deps lint rust-test python-test load-smoke
+test: models venv system-deps lint rust-test python-test load-smoke cluster-test
 
 lint:
 	cargo fmt --all --check
@@ -42,8 +43,10 @@ lint:
 	python3 tools/check_licenses.py
 	python3 tools/check_features.py
 
+# With a throwaway PostgreSQL and Garage S3 server, so the PostgreSQL halves of the backend
+# suites run (without them they print SKIPPED).
 rust-test:
-	cargo test --workspace --all-targets
+	python3 webapp/test_support/services.py -- cargo test --workspace --all-targets
 	cargo test --workspace --doc
 
 python-test:
@@ -56,6 +59,11 @@ python-test:
 ## A short load run: must hold every promise of benches/src/bin/load.rs (about 30 s).
 load-smoke: build
 	$(BIN)/load --levels 2,32 --seconds 5
+
+## Two instances on PostgreSQL and Garage behind nginx: the API, shared sessions and throttling,
+# kill -9 of an instance under load (about 2 minutes).
+cluster-test: build
+	cd webapp/cluster_tests && $(PYTHON) -m pytest -q -s
 
 ## The full load measurement of PERFORMANCE.md (about 2 minutes).
 load: build

@@ -1,10 +1,11 @@
-//! The application state: the four libraries, opened and wired together at startup.
+//! The application state: the four libraries, opened and wired together at startup, on the
+//! embedded storage (SQLite and files) or the clustered one (PostgreSQL and S3).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use accounts::{Accounts, AdminBootstrap};
-use history_store::{HistoryBackend, HistoryStore, StoreConfig};
+use accounts::{Accounts, AdminBootstrap, PgPool, PgStore};
+use history_store::{HistoryBackend, HistoryStore, PgHistory, StoreConfig};
 use mailer::{Mailer, MailerConfig, SmtpConfig, TransportConfig};
 use mask_detect::Detector;
 
@@ -31,6 +32,21 @@ pub struct App {
     pub fetch_limits: FetchLimits,
     /// The reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    /// Where the state lives: this instance's files, or a database and bucket shared by many.
+    pub storage: Storage,
+}
+
+/// The storage the app runs on (`[storage]`).
+pub enum Storage {
+    /// SQLite files and image files under the data directory: one instance.
+    Embedded,
+    /// PostgreSQL and an S3-compatible bucket, shared by every instance.
+    Clustered {
+        /// The connection pool (also used for the periodic job's cluster-wide lock).
+        pg: PgPool,
+        /// The history backend, for its orphan sweep.
+        history: PgHistory,
+    },
 }
 
 /// Clocks that tests replace to move time forward without sleeping.
@@ -75,26 +91,59 @@ impl App {
                 data.display()
             ))
         })?;
-        let secret = match &settings.accounts.secret {
-            Some(s) => s.0.clone().into_bytes(),
-            None => load_or_create_secret(&data)?,
-        };
-        let mut accounts_config = settings.accounts_config(secret);
-        if let Some(clock) = clocks.accounts {
-            accounts_config.clock = clock;
-        }
-        let accounts = Accounts::open(data.join("accounts.sqlite"), accounts_config)
-            .map_err(|e| StartupError(format!("accounts database: {e}")))?;
         let store_config = StoreConfig {
             max_image_bytes: settings.server.max_upload_bytes.max(32 * 1024 * 1024),
             ..StoreConfig::default()
         };
-        let history_dir = data.join("history");
-        let history = match clocks.history {
-            Some(clock) => HistoryStore::open_with_clock(history_dir, store_config, clock),
-            None => HistoryStore::open(history_dir, store_config),
-        }
-        .map_err(|e| StartupError(format!("history store: {e}")))?;
+        let clustered = settings
+            .clustered_storage()
+            .map_err(|e| StartupError(e.to_string()))?;
+        let (accounts, history, storage): (Accounts, Arc<dyn HistoryBackend>, Storage) =
+            match clustered {
+                None => {
+                    let secret = match &settings.accounts.secret {
+                        Some(s) => s.0.clone().into_bytes(),
+                        None => load_or_create_secret(&data)?,
+                    };
+                    let mut accounts_config = settings.accounts_config(secret);
+                    if let Some(clock) = clocks.accounts {
+                        accounts_config.clock = clock;
+                    }
+                    let accounts = Accounts::open(data.join("accounts.sqlite"), accounts_config)
+                        .map_err(|e| StartupError(format!("accounts database: {e}")))?;
+                    let history_dir = data.join("history");
+                    let history = match clocks.history {
+                        Some(clock) => {
+                            HistoryStore::open_with_clock(history_dir, store_config, clock)
+                        }
+                        None => HistoryStore::open(history_dir, store_config),
+                    }
+                    .map_err(|e| StartupError(format!("history store: {e}")))?;
+                    (accounts, Arc::new(history), Storage::Embedded)
+                }
+                Some((url, s3)) => {
+                    let pool_size = settings.storage.database_pool_size;
+                    let secret = settings.accounts.secret.as_ref().map(|s| s.0.clone());
+                    let history_clock = clocks.history;
+                    let accounts_clock = clocks.accounts;
+                    let settings2 = settings.clone();
+                    // Connecting and migrating block: off the async threads.
+                    tokio::task::spawn_blocking(move || {
+                        open_clustered(
+                            &settings2,
+                            &url,
+                            pool_size,
+                            &s3,
+                            store_config,
+                            secret,
+                            accounts_clock,
+                            history_clock,
+                        )
+                    })
+                    .await
+                    .map_err(|e| StartupError(e.to_string()))??
+                }
+            };
         let detector =
             Detector::from_dir(&settings.detector.models_dir, settings.detector_config())
                 .map_err(|e| StartupError(format!("detector: {e} (run `make models`)")))?;
@@ -147,7 +196,8 @@ impl App {
             trusted_proxies: TrustedProxies::new(&settings.server.trusted_proxies),
             settings,
             accounts,
-            history: Arc::new(history),
+            history,
+            storage,
             mailer,
             detector: Arc::new(detector),
             pool,
@@ -156,6 +206,52 @@ impl App {
         crate::jobs::start(&app);
         Ok((app, startup))
     }
+}
+
+/// Accounts and history on PostgreSQL and the bucket. The token key is `[accounts] secret` if
+/// set, else the one kept in the database (the first instance to start stores it), so every
+/// instance signs and checks the same links and cookies without a hand step.
+#[allow(clippy::too_many_arguments)]
+fn open_clustered(
+    settings: &Settings,
+    url: &str,
+    pool_size: usize,
+    s3: &history_store::S3Config,
+    store_config: StoreConfig,
+    secret: Option<String>,
+    accounts_clock: Option<Arc<dyn accounts::Clock>>,
+    history_clock: Option<Arc<dyn history_store::Clock>>,
+) -> Result<(Accounts, Arc<dyn HistoryBackend>, Storage), StartupError> {
+    let pg =
+        PgPool::connect(url, pool_size).map_err(|e| StartupError(format!("PostgreSQL: {e}")))?;
+    let store = PgStore::open(pg.clone())
+        .map_err(|e| StartupError(format!("accounts database on {}: {e}", pg.target())))?;
+    let secret = match secret {
+        Some(s) => s,
+        None => store
+            .shared_secret("token key", &new_secret())
+            .map_err(|e| StartupError(format!("reading the shared token key: {e}")))?,
+    };
+    let mut accounts_config = settings.accounts_config(secret.into_bytes());
+    if let Some(clock) = accounts_clock {
+        accounts_config.clock = clock;
+    }
+    let accounts = Accounts::with_store(Arc::new(store), accounts_config)
+        .map_err(|e| StartupError(format!("accounts: {e}")))?;
+    let history = match history_clock {
+        Some(clock) => PgHistory::open_with_clock(pg.clone(), s3, store_config, clock),
+        None => PgHistory::open(pg.clone(), s3, store_config),
+    }
+    .map_err(|e| StartupError(format!("history store (bucket {:?}): {e}", s3.bucket)))?;
+    Ok((
+        accounts,
+        Arc::new(history.clone()),
+        Storage::Clustered { pg, history },
+    ))
+}
+
+fn new_secret() -> String {
+    accounts::generate_password() + &accounts::generate_password() + &accounts::generate_password()
 }
 
 fn mailer_config(settings: &Settings) -> MailerConfig {
@@ -208,9 +304,7 @@ fn load_or_create_secret(data: &Path) -> Result<Vec<u8>, StartupError> {
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = accounts::generate_password()
-                + &accounts::generate_password()
-                + &accounts::generate_password();
+            let secret = new_secret();
             write_private(&path, &secret)?;
             Ok(secret.into_bytes())
         }

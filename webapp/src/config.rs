@@ -1,5 +1,6 @@
 //! Configuration: built-in defaults, then an optional TOML file in sections (`[server]`,
-//! `[accounts]`, `[mail]`, `[history]`, `[detector]`), then `MASK_WEB_*` environment variables.
+//! `[accounts]`, `[mail]`, `[history]`, `[storage]`, `[detector]`), then `MASK_WEB_*`
+//! environment variables.
 //!
 //! The schema is the section structs below; nothing else lists the keys. Every key is unique
 //! across sections, and its environment variable is `MASK_WEB_` and the key in upper case
@@ -136,6 +137,34 @@ pub struct HistorySettings {
     pub blur_faces: bool,
 }
 
+/// `[storage]`: where accounts, history rows and images live. Unset (the default): SQLite
+/// files and image files under `data_dir`, for one instance. With `database_url`: PostgreSQL
+/// for accounts, sessions, throttling and history rows, and the S3-compatible bucket below for
+/// images, so any number of instances can serve the same users.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// PostgreSQL URL, `postgres://user:password@host:port/database`.
+    pub database_url: Option<Secret>,
+    /// Connections each instance keeps to PostgreSQL at most.
+    pub database_pool_size: usize,
+    /// The S3 service's URL (`https://...`, or `http://` for a server on a private network).
+    pub s3_endpoint: Option<String>,
+    /// The bucket for images (it must exist).
+    pub s3_bucket: Option<String>,
+    /// The bucket's region.
+    pub s3_region: String,
+    /// The access key id.
+    pub s3_access_key_id: Option<String>,
+    /// The secret access key.
+    pub s3_secret_access_key: Option<Secret>,
+    /// A key prefix inside the bucket (empty for none).
+    pub s3_prefix: String,
+    /// Objects without a row are removed by the periodic job once they are this old (an
+    /// upload in flight writes its objects moments before its row).
+    pub orphan_grace_minutes: u64,
+}
+
 /// `[detector]`: the models, the detection pool and the detector's tunables.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +213,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// `[history]`
     pub history: HistorySettings,
+    /// `[storage]`
+    pub storage: StorageSettings,
     /// `[detector]`
     pub detector: DetectorSettings,
 }
@@ -247,6 +278,22 @@ impl Default for HistorySettings {
     }
 }
 
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            database_url: None,
+            database_pool_size: 16,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_prefix: String::new(),
+            orphan_grace_minutes: 60,
+        }
+    }
+}
+
 impl Default for DetectorSettings {
     fn default() -> Self {
         let d = mask_detect::Config::default();
@@ -278,12 +325,13 @@ const PREFIX: &str = "MASK_WEB_";
 
 /// The sections' names and their keys, in file order: the one schema that both the TOML file
 /// and the environment variables follow.
-pub fn schema() -> [(&'static str, &'static [&'static str]); 5] {
+pub fn schema() -> [(&'static str, &'static [&'static str]); 6] {
     [
         ("server", fields::<ServerSettings>()),
         ("accounts", fields::<AccountSettings>()),
         ("mail", fields::<MailSettings>()),
         ("history", fields::<HistorySettings>()),
+        ("storage", fields::<StorageSettings>()),
         ("detector", fields::<DetectorSettings>()),
     ]
 }
@@ -325,6 +373,7 @@ impl Settings {
                 "accounts" => typed_env_value::<AccountSettings>(&key, &value),
                 "mail" => typed_env_value::<MailSettings>(&key, &value),
                 "history" => typed_env_value::<HistorySettings>(&key, &value),
+                "storage" => typed_env_value::<StorageSettings>(&key, &value),
                 _ => typed_env_value::<DetectorSettings>(&key, &value),
             }
             .map_err(|m| ConfigError(format!("{var}: {m}")))?;
@@ -367,6 +416,7 @@ impl Settings {
                 "maintenance_interval_minutes must be at least 1".into(),
             ));
         }
+        self.clustered_storage()?;
         self.detector_config()
             .validate()
             .map_err(|e| ConfigError(e.to_string()))?;
@@ -421,6 +471,60 @@ impl Settings {
             },
             ..accounts::AccountsConfig::with_secret(secret)
         }
+    }
+
+    /// The PostgreSQL URL and the bucket, when `[storage]` names them; `None` for the embedded
+    /// SQLite and files. Half a configuration (a database without a bucket, or the reverse, or
+    /// a bucket without its keys) is an error naming what is missing.
+    pub fn clustered_storage(
+        &self,
+    ) -> Result<Option<(String, history_store::S3Config)>, ConfigError> {
+        let s = &self.storage;
+        let s3_keys = [
+            ("s3_endpoint", s.s3_endpoint.is_some()),
+            ("s3_bucket", s.s3_bucket.is_some()),
+            ("s3_access_key_id", s.s3_access_key_id.is_some()),
+            ("s3_secret_access_key", s.s3_secret_access_key.is_some()),
+        ];
+        let Some(url) = &s.database_url else {
+            if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
+                return Err(ConfigError(format!(
+                    "{key} is set but database_url is not: images go to S3 only together with \
+                     PostgreSQL (set both, or neither for the embedded storage)"
+                )));
+            }
+            return Ok(None);
+        };
+        if let Some((key, _)) = s3_keys.iter().find(|(_, set)| !*set) {
+            return Err(ConfigError(format!(
+                "database_url is set but {key} is not: several instances need the images in a \
+                 shared S3-compatible bucket"
+            )));
+        }
+        if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
+            return Err(ConfigError(
+                "database_url must be a postgres:// or postgresql:// URL".into(),
+            ));
+        }
+        if s.database_pool_size == 0 {
+            return Err(ConfigError("database_pool_size must be at least 1".into()));
+        }
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        Ok(Some((
+            url.0.clone(),
+            history_store::S3Config {
+                endpoint: text(&s.s3_endpoint),
+                bucket: text(&s.s3_bucket),
+                region: s.s3_region.clone(),
+                access_key_id: text(&s.s3_access_key_id),
+                secret_access_key: s
+                    .s3_secret_access_key
+                    .as_ref()
+                    .map(|k| k.0.clone())
+                    .unwrap_or_default(),
+                prefix: s.s3_prefix.clone(),
+            },
+        )))
     }
 
     /// How long uploads are kept (`None`: for ever).

@@ -184,7 +184,9 @@ impl From<history_store::Error> for AppError {
             E::UnsupportedImage { .. } | E::InvalidInput { .. } => {
                 AppError::BadRequest(e.to_string())
             }
-            E::Io { .. } | E::Database { .. } => AppError::StorageUnavailable(Box::new(e)),
+            E::Io { .. } | E::Database { .. } | E::Postgres(_) | E::ObjectStore { .. } => {
+                AppError::StorageUnavailable(Box::new(e))
+            }
             other => AppError::internal("using the upload history", other),
         }
     }
