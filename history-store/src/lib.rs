@@ -15,7 +15,7 @@
 //! [`PgHistory`] is the clustered backend: rows in PostgreSQL, images in an S3-compatible object
 //! store, with the same promise (objects written before the row commits; rows deleted before
 //! their objects) for any number of processes. The web app depends on the [`HistoryBackend`]
-//! trait, which both implement; `history-store/tests/backend_conformance.rs` runs the same
+//! trait, which both implement; `history-store/tests/store.rs` runs the same
 //! behaviour tests against both. The store is independent of the detector crate: the caller passes
 //! what the detector produced.
 //!

@@ -659,6 +659,8 @@ impl PgHistory {
 
     /// Removes objects under the files prefix that no row refers to and that are older than
     /// `grace` (an upload on another instance writes its objects a moment before its row).
+    /// Objects' ages come from the object store's timestamps, measured against this store's
+    /// clock, so the sweep expects a clock that tells the real time.
     /// Keys this crate would not generate are left alone.
     pub fn sweep(&self, grace: Duration) -> Result<SweepReport> {
         let objects = self.inner.objects.clone();

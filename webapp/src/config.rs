@@ -759,6 +759,50 @@ mod tests {
     }
 
     #[test]
+    fn storage_is_embedded_by_default_and_clustered_only_when_complete() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert!(s.clustered_storage().unwrap().is_none());
+
+        let full = [
+            (
+                "MASK_WEB_DATABASE_URL",
+                "postgres://mask:pw@db.internal/mask",
+            ),
+            ("MASK_WEB_S3_ENDPOINT", "https://s3.example.com"),
+            ("MASK_WEB_S3_BUCKET", "images"),
+            ("MASK_WEB_S3_ACCESS_KEY_ID", "AKID"),
+            ("MASK_WEB_S3_SECRET_ACCESS_KEY", "shh"),
+        ];
+        let s = Settings::load(None, env(&full)).unwrap();
+        let (url, s3) = s.clustered_storage().unwrap().unwrap();
+        assert_eq!(url, "postgres://mask:pw@db.internal/mask");
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("images", "us-east-1")
+        );
+        // Passwords and keys stay out of logs.
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("pw@") && !debug.contains("shh"), "{debug}");
+
+        // Half a configuration names what is missing.
+        for missing in 0..full.len() {
+            let partial: Vec<_> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, kv)| *kv)
+                .collect();
+            let err = Settings::load(None, env(&partial)).unwrap_err().0;
+            let key = full[missing].0[PREFIX.len()..].to_ascii_lowercase();
+            assert!(err.contains(&key), "{err}");
+        }
+        let mut wrong = full.to_vec();
+        wrong[0] = ("MASK_WEB_DATABASE_URL", "mysql://db/mask");
+        let err = Settings::load(None, env(&wrong)).unwrap_err().0;
+        assert!(err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
     fn every_key_is_unique_across_sections_so_its_variable_is_too() {
         let mut seen = std::collections::HashSet::new();
         let mut total = 0;
