@@ -22,8 +22,12 @@ mapfile -t photos < <(find "$root/fixtures/photos" -name '*.png' | sort | head -
 
 echo "detector alone: stage_times --reps $reps on ${#photos[@]} photos"
 "$bin/stage_times" --reps "$reps" "${photos[@]}" >"$out/detector.json"
-echo "web app: load --levels $level --seconds $seconds --photos $photos_n"
-"$bin/load" --levels "$level" --seconds "$seconds" --photos "$photos_n" --json "$out/web.json"
+# API clients that send many photos take a bearer token once (POST /api/token) rather than
+# sending their password, and its argon2 check, with every photo. AUTH=password measures that.
+auth="${AUTH:-token}"
+echo "web app: load --levels $level --seconds $seconds --photos $photos_n --auth $auth"
+"$bin/load" --levels "$level" --seconds "$seconds" --photos "$photos_n" --auth "$auth" \
+    --json "$out/web.json"
 
 python3 - "$out/detector.json" "$out/web.json" <<'PY'
 import json, sys

@@ -56,6 +56,10 @@ pub struct AccountsConfig {
     pub token_secret: Vec<u8>,
     /// argon2id cost for new hashes.
     pub password_params: PasswordParams,
+    /// argon2 computations (hash or verify) that may run at once; more wait their turn. Each
+    /// holds `password_params.memory_kib` of memory while it runs, so this bounds that memory
+    /// however many logins arrive together. Default: the number of cores.
+    pub max_concurrent_hashes: usize,
     /// Lifetime of password-reset tokens (10 minutes).
     pub reset_token_ttl: Duration,
     /// Lifetime of invitation tokens (72 hours).
@@ -107,6 +111,9 @@ impl AccountsConfig {
         {
             return fail("throttle limits must be at least 1".into());
         }
+        if self.max_concurrent_hashes == 0 {
+            return fail("max_concurrent_hashes must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -116,6 +123,7 @@ impl Default for AccountsConfig {
         Self {
             token_secret: Vec::new(),
             password_params: PasswordParams::default(),
+            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get()),
             reset_token_ttl: Duration::from_secs(10 * 60),
             invite_token_ttl: Duration::from_secs(72 * 3600),
             session_idle_timeout: Duration::from_secs(30 * 60),
@@ -134,6 +142,7 @@ impl fmt::Debug for AccountsConfig {
                 &format_args!("<{} bytes>", self.token_secret.len()),
             )
             .field("password_params", &self.password_params)
+            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
             .field("reset_token_ttl", &self.reset_token_ttl)
             .field("invite_token_ttl", &self.invite_token_ttl)
             .field("session_idle_timeout", &self.session_idle_timeout)
@@ -203,7 +212,8 @@ impl Accounts {
     /// [`Error::Config`] for an invalid configuration.
     pub fn with_store(store: Arc<dyn Store>, config: AccountsConfig) -> Result<Self> {
         config.validate()?;
-        let hasher = PasswordHasher::new(config.password_params)?;
+        let hasher =
+            PasswordHasher::with_concurrency(config.password_params, config.max_concurrent_hashes)?;
         let dummy_hash = hasher.hash(&generate_password())?;
         let signer = TokenSigner::new(&config.token_secret);
         Ok(Self {

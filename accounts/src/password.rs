@@ -5,6 +5,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng as _;
 use rand::RngCore as _;
 use rand::rngs::OsRng;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 
@@ -34,11 +35,53 @@ impl Default for PasswordParams {
     }
 }
 
-/// Hashes and verifies passwords with fixed argon2id parameters.
+/// Hashes and verifies passwords with fixed argon2id parameters, at most a fixed number at
+/// once (clones share the limit).
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     argon: Argon2<'static>,
     params: PasswordParams,
+    gate: Arc<Gate>,
+}
+
+/// A counting semaphore for blocking threads: argon2's memory is held only by those inside.
+#[derive(Debug)]
+struct Gate {
+    inside: Mutex<usize>,
+    freed: Condvar,
+    limit: usize,
+}
+
+struct Pass<'a>(&'a Gate);
+
+impl Gate {
+    fn new(limit: usize) -> Self {
+        Gate {
+            inside: Mutex::new(0),
+            freed: Condvar::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    fn enter(&self) -> Pass<'_> {
+        let mut inside = self.inside.lock().unwrap_or_else(PoisonError::into_inner);
+        while *inside >= self.limit {
+            inside = self
+                .freed
+                .wait(inside)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *inside += 1;
+        Pass(self)
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        let mut inside = self.0.inside.lock().unwrap_or_else(PoisonError::into_inner);
+        *inside -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl PasswordHasher {
@@ -47,6 +90,18 @@ impl PasswordHasher {
     /// # Errors
     /// [`Error::Config`] if argon2 rejects the parameters (e.g. memory below 8 KiB per lane).
     pub fn new(params: PasswordParams) -> Result<Self> {
+        Self::with_concurrency(
+            params,
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )
+    }
+
+    /// A hasher using `params` that runs at most `limit` (at least 1) computations at once;
+    /// further callers block until one finishes.
+    ///
+    /// # Errors
+    /// As [`PasswordHasher::new`].
+    pub fn with_concurrency(params: PasswordParams, limit: usize) -> Result<Self> {
         let p = Params::new(
             params.memory_kib,
             params.iterations,
@@ -59,6 +114,7 @@ impl PasswordHasher {
         Ok(Self {
             argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, p),
             params,
+            gate: Arc::new(Gate::new(limit)),
         })
     }
 
@@ -76,6 +132,7 @@ impl PasswordHasher {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         let salt = SaltString::encode_b64(&salt).map_err(hashing)?;
+        let _pass = self.gate.enter();
         self.argon
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -89,6 +146,7 @@ impl PasswordHasher {
     /// [`Error::Hashing`] if `phc` is not a parseable argon2 hash.
     pub fn verify(&self, password: &str, phc: &str) -> Result<bool> {
         let parsed = PasswordHash::new(phc).map_err(hashing)?;
+        let _pass = self.gate.enter();
         match self.argon.verify_password(password.as_bytes(), &parsed) {
             Ok(()) => Ok(true),
             Err(argon2::password_hash::Error::Password) => Ok(false),
@@ -156,6 +214,32 @@ mod tests {
             parallelism: 1,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_gate_lets_at_most_its_limit_in_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = Arc::new(Gate::new(2));
+        let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (gate, inside, most) = (gate.clone(), inside.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        let _pass = gate.enter();
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(*gate.inside.lock().unwrap(), 0);
     }
 
     #[test]

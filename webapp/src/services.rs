@@ -274,6 +274,37 @@ pub fn authenticate(app: &App, username: &str, password: &str, client: ClientAdd
         .check_credentials(username, password, &client.to_string())?)
 }
 
+/// A bearer token for API clients, after one password check (throttled like the login form).
+/// The token is a server-side session without a cookie: it ends when unused for the session
+/// idle time, at the session lifetime, when the password changes, or when revoked, and each
+/// request that carries it costs a hash and a lookup instead of an argon2 verification.
+pub fn issue_api_token(
+    app: &App,
+    username: &str,
+    password: &str,
+    client: ClientAddr,
+) -> Result<(User, accounts::Session)> {
+    Ok(app.accounts.login(username, password, &client.to_string())?)
+}
+
+/// The user a bearer token (from [`issue_api_token`]) belongs to, extending its idle time.
+pub fn bearer_user(app: &App, token: &str) -> Result<User> {
+    let (user, _) = app
+        .accounts
+        .session(&accounts::SessionId::new(token.to_owned()))?;
+    Ok(user)
+}
+
+/// Ends a bearer token; `false` if it was not valid.
+pub fn revoke_api_token(app: &App, token: &str) -> Result<bool> {
+    let id = accounts::SessionId::new(token.to_owned());
+    if app.accounts.session(&id).is_err() {
+        return Ok(false);
+    }
+    app.accounts.logout(&id)?;
+    Ok(true)
+}
+
 /// Whether every database and store answers, for `/healthz`: the name of the first that does
 /// not, with why.
 pub fn health(app: &App) -> std::result::Result<(), String> {

@@ -471,3 +471,118 @@ async fn the_accurate_preset_is_a_setting_of_the_web_app() {
     // The accurate preset finds at least the faces the fast one finds on this photo.
     assert!(found[1] >= found[0] && found[0] >= 3, "{found:?}");
 }
+
+#[tokio::test]
+async fn api_bearer_tokens_replace_the_password_and_end_when_revoked_or_the_password_changes() {
+    let s = server().await;
+    user(&s, "tara").await;
+    let http = reqwest::Client::new();
+    let token_of = |password: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/api/token", s.base));
+        async move {
+            let r = http
+                .post(url)
+                .form(&[("username", "tara"), ("password", password)])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let upload = |authorization: Option<String>| {
+        let (http, url) = (http.clone(), format!("{}/api/upload", s.base));
+        async move {
+            let (ct, body) = multipart(&[], Some(("photo.png", &photo("maksssksksss0.png"))));
+            let mut r = http.post(url).header("content-type", ct).body(body);
+            if let Some(a) = authorization {
+                r = r.header("authorization", a);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+
+    let (status, body) = token_of("wrong").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = token_of("tara-password").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["payload"]["token_type"], "Bearer");
+    assert_eq!(body["payload"]["expires_in"], 30 * 60);
+    let token = body["payload"]["token"].as_str().unwrap().to_string();
+
+    let (status, body) = upload(Some(format!("Bearer {token}"))).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["payload"]["id"].is_string());
+    let (status, _) = upload(Some(format!("bearer {token}"))).await;
+    assert_eq!(status, 201, "the scheme is case-insensitive");
+    // No credentials, a made-up token, another scheme: 401 with a JSON reason.
+    for auth in [
+        None,
+        Some("Bearer not-a-token".to_string()),
+        Some(format!("Basic {token}")),
+    ] {
+        let (status, body) = upload(auth.clone()).await;
+        assert_eq!((status, body["success"].as_bool()), (401, Some(false)), "{auth:?}");
+    }
+
+    // A password change ends every token; a new one works.
+    let tara = s.app.accounts.user_by_username("tara").unwrap().unwrap();
+    s.app
+        .accounts
+        .change_password(tara.id, "tara-password", "tara-new-password", None)
+        .unwrap();
+    assert_eq!(upload(Some(format!("Bearer {token}"))).await.0, 401);
+    let (_, body) = token_of("tara-new-password").await;
+    let token = body["payload"]["token"].as_str().unwrap().to_string();
+    assert_eq!(upload(Some(format!("Bearer {token}"))).await.0, 201);
+
+    // Revoked: it stops working, and revoking twice is a 401.
+    let revoke = || {
+        let (http, url, token) = (http.clone(), format!("{}/api/token", s.base), token.clone());
+        async move {
+            http.delete(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(revoke().await, 200);
+    assert_eq!(upload(Some(format!("Bearer {token}"))).await.0, 401);
+    assert_eq!(revoke().await, 401);
+    assert_eq!(
+        s.app
+            .history
+            .counts(history_store::UserId(tara.id.0))
+            .unwrap()
+            .total(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn token_requests_are_throttled_like_logins() {
+    let s = server().await;
+    user(&s, "uri").await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = http
+            .post(format!("{}/api/token", s.base))
+            .form(&[("username", "uri"), ("password", "wrong")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    let r = http
+        .post(format!("{}/api/token", s.base))
+        .form(&[("username", "uri"), ("password", "uri-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "the right password is refused too while throttled");
+}

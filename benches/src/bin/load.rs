@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE]
-//!      [--url URL --pids PID,PID --user NAME --busy-bound-ms N]
+//!      [--auth password|token] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]
 //! ```
+//!
+//! Uploads authenticate with the username and password fields (the original API), or with
+//! `--auth token` by a bearer token from `POST /api/token`, as an API client that sends many
+//! photos should.
 //!
 //! With `--url` it starts no server and drives the one at URL (for example nginx in front of
 //! several instances, `make cluster-test`); the RSS columns then sum the processes `--pids`
@@ -36,6 +40,10 @@ static USER_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 fn user() -> &'static str {
     USER_NAME.get().map_or("loaduser", String::as_str)
 }
+
+/// With `--auth token`: the bearer token from `POST /api/token` that every upload carries
+/// instead of the username and password fields.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 const PASSWORD: &str = "load-test-password-1";
 const ADMIN_PASSWORD: &str = "load-test-admin-password-1";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -52,6 +60,7 @@ struct Args {
     url: Option<String>,
     pids: Vec<u32>,
     busy_bound_ms: f64,
+    token_auth: bool,
 }
 
 /// What the run drives: a server it started, or one at a given URL.
@@ -153,6 +162,21 @@ async fn run(args: &Args, server: &Target, photos: Vec<(String, Vec<u8>)>) -> Va
         .build()
         .expect("http client");
     register(&client, &server.url).await;
+    if args.token_auth {
+        let (status, body) = send_text(
+            client
+                .post(format!("{}/api/token", server.url))
+                .form(&[("username", user()), ("password", PASSWORD)]),
+        )
+        .await
+        .expect("token request");
+        assert_eq!(status, 201, "token: {body}");
+        let token = serde_json::from_str::<Value>(&body).expect("token JSON")["payload"]["token"]
+            .as_str()
+            .expect("token in the payload")
+            .to_string();
+        let _ = TOKEN.set(token);
+    }
     let photos = Arc::new(photos);
     let mut levels = Vec::new();
     let mut all_ids = Vec::new();
@@ -332,16 +356,18 @@ async fn upload(
         .file_name(name.to_string())
         .mime_str("image/png")
         .expect("mime");
-    let form = reqwest::multipart::Form::new()
-        .text("username", user())
-        .text("password", PASSWORD)
-        .part("file", part);
+    let form = reqwest::multipart::Form::new();
+    let mut request = client.post(format!("{url}/api/upload"));
+    let form = match TOKEN.get() {
+        Some(token) => {
+            request = request.bearer_auth(token);
+            form
+        }
+        None => form.text("username", user()).text("password", PASSWORD),
+    }
+    .part("file", part);
     let t = Instant::now();
-    let response = client
-        .post(format!("{url}/api/upload"))
-        .multipart(form)
-        .send()
-        .await;
+    let response = request.multipart(form).send().await;
     let result = match response {
         Ok(r) => {
             let status = r.status().as_u16();
@@ -695,6 +721,7 @@ fn parse_args() -> Args {
         url: None,
         pids: Vec::new(),
         busy_bound_ms: BUSY_BOUND.as_secs_f64() * 1e3,
+        token_auth: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -711,6 +738,13 @@ fn parse_args() -> Args {
             "--max-rss-mib" => a.max_rss_mib = value().parse().expect("--max-rss-mib N"),
             "--json" => a.json = Some(PathBuf::from(value())),
             "--url" => a.url = Some(value()),
+            "--auth" => {
+                a.token_auth = match value().as_str() {
+                    "token" => true,
+                    "password" => false,
+                    other => panic!("--auth token|password, not {other}"),
+                }
+            }
             "--busy-bound-ms" => a.busy_bound_ms = value().parse().expect("--busy-bound-ms N"),
             "--pids" => {
                 a.pids = value()
@@ -728,7 +762,7 @@ fn parse_args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]"
+                    "usage: load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE] [--auth password|token] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]"
                 );
                 std::process::exit(0);
             }

@@ -1,5 +1,7 @@
 //! The REST API of the original application: `POST /api/register` and `POST /api/upload`, with
-//! its JSON bodies, plus `GET /api/openapi.json`. Errors are JSON (`crate::error::recover_api`).
+//! its JSON bodies, plus `GET /api/openapi.json`, `POST /api/detect`, and bearer tokens
+//! (`POST /api/token`, `DELETE /api/token`) that spare API clients a password check per
+//! request. Errors are JSON (`crate::error::recover_api`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,10 @@ pub fn routes(app: &Arc<App>) -> Route {
         .unify()
         .or(route(detect(app)))
         .unify()
+        .or(route(issue_token(app)))
+        .unify()
+        .or(route(revoke_token(app)))
+        .unify()
         .boxed()
 }
 
@@ -61,24 +67,102 @@ fn upload(app: &Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejectio
     let a = app.clone();
     warp::path!("upload")
         .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
         .and(upload_body(app))
         .and(client_addr(app.trusted_proxies.clone()))
-        .and_then(move |f: FormData, c: ClientAddr| receive_upload(a.clone(), f, c))
+        .and_then(move |auth: Option<String>, f: FormData, c: ClientAddr| {
+            receive_upload(a.clone(), auth, f, c)
+        })
+}
+
+/// `POST /api/token` (form: `username`, `password`): a bearer token, 201.
+fn issue_token(
+    app: &Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
+    let a = app.clone();
+    warp::path!("token")
+        .and(warp::post())
+        .and(form())
+        .and(client_addr(app.trusted_proxies.clone()))
+        .and_then(move |f: HashMap<String, String>, c: ClientAddr| {
+            let app = a.clone();
+            async move {
+                let (u, p) = (
+                    required(&f, "username")?.to_string(),
+                    required(&f, "password")?.to_string(),
+                );
+                let a2 = app.clone();
+                let (_, session) =
+                    blocking(move || Ok(services::issue_api_token(&a2, &u, &p, c)?)).await?;
+                let idle = app.accounts.config().session_idle_timeout.as_secs();
+                Ok::<_, Rejection>(created(serde_json::json!({
+                    "token": session.id.as_str(),
+                    "token_type": "Bearer",
+                    "expires_in": idle,
+                })))
+            }
+        })
+}
+
+/// `DELETE /api/token` with `Authorization: Bearer TOKEN`: the token stops working.
+fn revoke_token(
+    app: &Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
+    let a = app.clone();
+    warp::path!("token")
+        .and(warp::delete())
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |auth: Option<String>| {
+            let app = a.clone();
+            async move {
+                let token = bearer(auth.as_deref())?.ok_or_else(|| {
+                    AppError::Unauthorized("give the token as Authorization: Bearer TOKEN".into())
+                })?;
+                let revoked =
+                    blocking(move || Ok(services::revoke_api_token(&app, &token)?)).await?;
+                if !revoked {
+                    return Err(AppError::Unauthorized("no such token".into()).into());
+                }
+                Ok::<_, Rejection>(
+                    warp::reply::json(&serde_json::json!({"success": true})).into_response(),
+                )
+            }
+        })
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; `None` without the header.
+fn bearer(header: Option<&str>) -> Result<Option<String>, AppError> {
+    let Some(value) = header else {
+        return Ok(None);
+    };
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim().to_string()))
+        }
+        _ => Err(AppError::Unauthorized(
+            "the Authorization header must be \"Bearer TOKEN\" (a token from POST /api/token)"
+                .into(),
+        )),
+    }
 }
 
 /// `POST /api/detect` (multipart `file` with optional `username`, `password`; or the raw image
-/// with an `image/*` content type): the detection JSON, nothing stored. Authenticated by the
-/// fields, or by the session cookie together with an `X-Requested-With` header.
+/// with an `image/*` content type): the detection JSON, nothing stored. Authenticated by a
+/// bearer token, by the fields, or by the session cookie together with an `X-Requested-With`
+/// header.
 fn detect(app: &Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + use<> {
     let a = app.clone();
     warp::path!("detect")
         .and(warp::post())
         .and(visitor(app.clone()))
         .and(warp::header::optional::<String>("x-requested-with"))
+        .and(warp::header::optional::<String>("authorization"))
         .and(detect_body(app))
-        .and_then(move |v: Visitor, xrw: Option<String>, body: DetectBody| {
-            detect_image(a.clone(), v, xrw, body)
-        })
+        .and_then(
+            move |v: Visitor, xrw: Option<String>, auth: Option<String>, body: DetectBody| {
+                detect_image(a.clone(), v, xrw, auth, body)
+            },
+        )
 }
 
 /// `GET /api/openapi.json`
@@ -167,9 +251,11 @@ async fn register_user(
 
 async fn receive_upload(
     app: Arc<App>,
+    authorization: Option<String>,
     form: FormData,
     client: ClientAddr,
 ) -> Result<Response, Rejection> {
+    let token = bearer(authorization.as_deref())?;
     let ticket = match app.pool.admit(&client.to_string()) {
         Ok(t) => t,
         Err(refused) => {
@@ -178,7 +264,13 @@ async fn receive_upload(
         }
     };
     let upload = read_upload(form, app.settings.server.max_upload_bytes).await?;
-    let user = authenticate(&app, &upload.fields, "username", "password", client).await?;
+    let user = match token {
+        Some(token) => {
+            let a = app.clone();
+            blocking(move || Ok(services::bearer_user(&a, &token)?)).await?
+        }
+        None => authenticate(&app, &upload.fields, "username", "password", client).await?,
+    };
     let (entry, detection) = services::detect_and_record(&app, &ticket, user.id, input(upload)?)
         .await
         .map_err(AppError::from)?;
@@ -316,8 +408,13 @@ async fn detect_user(
     app: &Arc<App>,
     v: &Visitor,
     requested_with: Option<&str>,
+    token: Option<String>,
     fields: &HashMap<String, String>,
 ) -> Result<accounts::User, AppError> {
+    if let Some(token) = token {
+        let a = app.clone();
+        return blocking(move || Ok(services::bearer_user(&a, &token)?)).await;
+    }
     if fields.contains_key("username") || fields.contains_key("password") {
         return authenticate(app, fields, "username", "password", v.client).await;
     }
@@ -339,8 +436,10 @@ async fn detect_image(
     app: Arc<App>,
     v: Visitor,
     requested_with: Option<String>,
+    authorization: Option<String>,
     body: DetectBody,
 ) -> Result<Response, Rejection> {
+    let token = bearer(authorization.as_deref())?;
     let ticket = match app.pool.admit(&v.client.to_string()) {
         Ok(t) => t,
         Err(refused) => {
@@ -349,7 +448,7 @@ async fn detect_image(
         }
     };
     let (fields, bytes) = body.read(app.settings.server.max_upload_bytes).await?;
-    detect_user(&app, &v, requested_with.as_deref(), &fields).await?;
+    detect_user(&app, &v, requested_with.as_deref(), token, &fields).await?;
     let detection = services::detect_only(&app, &ticket, bytes)
         .await
         .map_err(AppError::from)?;
