@@ -284,7 +284,9 @@ pub fn issue_api_token(
     password: &str,
     client: ClientAddr,
 ) -> Result<(User, accounts::Session)> {
-    Ok(app.accounts.login(username, password, &client.to_string())?)
+    Ok(app
+        .accounts
+        .login(username, password, &client.to_string())?)
 }
 
 /// The user a bearer token (from [`issue_api_token`]) belongs to, extending its idle time.

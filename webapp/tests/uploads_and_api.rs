@@ -515,14 +515,24 @@ async fn api_bearer_tokens_replace_the_password_and_end_when_revoked_or_the_pass
     assert!(body["payload"]["id"].is_string());
     let (status, _) = upload(Some(format!("bearer {token}"))).await;
     assert_eq!(status, 201, "the scheme is case-insensitive");
-    // No credentials, a made-up token, another scheme: 401 with a JSON reason.
+    // No credentials: the original API's 400 for the missing fields.
+    let (status, body) = upload(None).await;
+    assert_eq!(
+        (status, body["success"].as_bool()),
+        (400, Some(false)),
+        "{body}"
+    );
+    // A made-up token, another scheme: 401 with a JSON reason.
     for auth in [
-        None,
         Some("Bearer not-a-token".to_string()),
         Some(format!("Basic {token}")),
     ] {
         let (status, body) = upload(auth.clone()).await;
-        assert_eq!((status, body["success"].as_bool()), (401, Some(false)), "{auth:?}");
+        assert_eq!(
+            (status, body["success"].as_bool()),
+            (401, Some(false)),
+            "{auth:?}"
+        );
     }
 
     // A password change ends every token; a new one works.
@@ -584,5 +594,9 @@ async fn token_requests_are_throttled_like_logins() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 429, "the right password is refused too while throttled");
+    assert_eq!(
+        r.status(),
+        429,
+        "the right password is refused too while throttled"
+    );
 }

@@ -136,7 +136,9 @@ fn bearer(header: Option<&str>) -> Result<Option<String>, AppError> {
         return Ok(None);
     };
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Some(token.trim().to_string()))
         }
         _ => Err(AppError::Unauthorized(
