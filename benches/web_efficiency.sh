@@ -5,7 +5,7 @@
 # storing), in one run on one machine. The last line is the ratio web / detector.
 #
 #   benches/web_efficiency.sh            # 12 photos, load at 8 clients for 30 s
-#   PHOTOS=12 LEVEL=8 SECONDS_PER_LEVEL=30 REPS=3 benches/web_efficiency.sh
+#   PHOTOS=12 LEVEL=8 SECONDS_PER_LEVEL=30 REPS=3 AUTH=token PAGES=off benches/web_efficiency.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
@@ -24,10 +24,13 @@ echo "detector alone: stage_times --reps $reps on ${#photos[@]} photos"
 "$bin/stage_times" --reps "$reps" "${photos[@]}" >"$out/detector.json"
 # API clients that send many photos take a bearer token once (POST /api/token) rather than
 # sending their password, and its argon2 check, with every photo. AUTH=password measures that.
+# The detector's side has no page traffic; PAGES=on adds load's visitor (form logins, history
+# pages) to the web side.
 auth="${AUTH:-token}"
-echo "web app: load --levels $level --seconds $seconds --photos $photos_n --auth $auth"
+pages="${PAGES:-off}"
+echo "web app: load --levels $level --seconds $seconds --photos $photos_n --auth $auth --pages $pages"
 "$bin/load" --levels "$level" --seconds "$seconds" --photos "$photos_n" --auth "$auth" \
-    --json "$out/web.json"
+    --pages "$pages" --json "$out/web.json"
 
 python3 - "$out/detector.json" "$out/web.json" <<'PY'
 import json, sys

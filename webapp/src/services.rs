@@ -194,8 +194,10 @@ pub enum Input {
     Url(String),
 }
 
-/// Fetch (for a URL), then on the detection pool: decode, detect, annotate and record for
-/// `owner`. The entry exists once this returns `Ok`.
+/// Fetch (for a URL), then on the detection pool: decode, detect and annotate; then, off the
+/// pool, encode the annotated copy and record it for `owner`. The entry exists once this returns
+/// `Ok`. The request's ticket covers both steps; only the first holds a detection thread, so a
+/// thread is not left idle while the entry's files or objects are written and synced.
 pub async fn detect_and_record(
     app: &std::sync::Arc<App>,
     ticket: &Ticket,
@@ -215,22 +217,30 @@ pub async fn detect_and_record(
         }
     };
     let app2 = app.clone();
-    app.pool
-        .run(ticket, move || {
-            record_detection(&app2, owner, bytes, file_name, source)
-        })
+    let detected = app
+        .pool
+        .run(ticket, move || detect_for_history(&app2, bytes))
         .await
-        .map_err(ServiceError::Pool)?
+        .map_err(ServiceError::Pool)??;
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || store_detection(&app2, owner, detected, file_name, source))
+        .await
+        .map_err(|e| ServiceError::Pool(format!("recording a detection: {e}")))?
 }
 
-/// Decode, detect, annotate and record one image for `owner` (blocking; runs on the pool).
-pub fn record_detection(
-    app: &App,
-    owner: UserId,
-    bytes: Vec<u8>,
-    file_name: Option<String>,
-    source: Source,
-) -> Result<(Entry, Detection)> {
+/// What a detection leaves to be stored: the result, the annotated image, and the original as
+/// it will be kept (without its metadata when `[history] strip_metadata` is on).
+pub struct Detected {
+    /// The detector's result.
+    pub detection: Detection,
+    /// The photo with the boxes drawn (faces blurred when `[history] blur_faces` is on).
+    pub annotated: mask_detect::image::RgbImage,
+    /// The original's bytes to store.
+    pub original: Vec<u8>,
+}
+
+/// Decode, detect and annotate one image (blocking, CPU-bound: runs on the detection pool).
+pub fn detect_for_history(app: &App, bytes: Vec<u8>) -> Result<Detected> {
     let image = mask_detect::decode_image(&bytes, app.detector.config())?;
     let detection = app.detector.detect(&image)?;
     let annotated = if app.settings.history.blur_faces {
@@ -238,18 +248,39 @@ pub fn record_detection(
     } else {
         mask_detect::annotate(&image, &detection)
     };
-    let bytes = if app.settings.history.strip_metadata {
+    let original = if app.settings.history.strip_metadata {
         crate::privacy::strip_metadata(&bytes, &image).map_err(ServiceError::Metadata)?
     } else {
         bytes
     };
+    Ok(Detected {
+        detection,
+        annotated,
+        original,
+    })
+}
+
+/// Encode the annotated copy and record the entry for `owner` (blocking: encoding, then the
+/// history's writes and syncs).
+pub fn store_detection(
+    app: &App,
+    owner: UserId,
+    detected: Detected,
+    file_name: Option<String>,
+    source: Source,
+) -> Result<(Entry, Detection)> {
+    let Detected {
+        detection,
+        annotated,
+        original,
+    } = detected;
     let mut jpeg = Vec::new();
     mask_detect::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
         .encode_image(&annotated)
         .map_err(ServiceError::Encode)?;
     let entry = app.history.record(NewEntry {
         owner: history_store::UserId(owner.0),
-        original: bytes,
+        original,
         annotated: jpeg,
         result: serde_json::to_value(&detection)?,
         faces: count(detection.num_faces),
@@ -260,6 +291,18 @@ pub fn record_detection(
         file_name,
     })?;
     Ok((entry, detection))
+}
+
+/// Decode, detect, annotate and record one image for `owner` (blocking, both steps in turn).
+pub fn record_detection(
+    app: &App,
+    owner: UserId,
+    bytes: Vec<u8>,
+    file_name: Option<String>,
+    source: Source,
+) -> Result<(Entry, Detection)> {
+    let detected = detect_for_history(app, bytes)?;
+    store_detection(app, owner, detected, file_name, source)
 }
 
 fn count(n: usize) -> u32 {

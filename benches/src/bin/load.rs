@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE]
-//!      [--auth password|token] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]
+//!      [--auth password|token] [--pages on|off] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]
 //! ```
+//!
+//! `--pages off` leaves out the page traffic (each visit logs in through the form, an argon2
+//! check), to measure the upload path alone.
 //!
 //! Uploads authenticate with the username and password fields (the original API), or with
 //! `--auth token` by a bearer token from `POST /api/token`, as an API client that sends many
@@ -61,6 +64,7 @@ struct Args {
     pids: Vec<u32>,
     busy_bound_ms: f64,
     token_auth: bool,
+    pages: bool,
 }
 
 /// What the run drives: a server it started, or one at a given URL.
@@ -232,9 +236,9 @@ async fn run(args: &Args, server: &Target, photos: Vec<(String, Vec<u8>)>) -> Va
             }));
         }
         let pages = {
-            let (url, level) = (server.url.clone(), level.clone());
+            let (url, level, on) = (server.url.clone(), level.clone(), args.pages);
             tokio::spawn(async move {
-                while Instant::now() < deadline {
+                while on && Instant::now() < deadline {
                     for (sample, error) in page_visit(&url).await {
                         let mut l = level.lock().unwrap();
                         l.pages.push(sample);
@@ -722,6 +726,7 @@ fn parse_args() -> Args {
         pids: Vec::new(),
         busy_bound_ms: BUSY_BOUND.as_secs_f64() * 1e3,
         token_auth: false,
+        pages: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -738,6 +743,13 @@ fn parse_args() -> Args {
             "--max-rss-mib" => a.max_rss_mib = value().parse().expect("--max-rss-mib N"),
             "--json" => a.json = Some(PathBuf::from(value())),
             "--url" => a.url = Some(value()),
+            "--pages" => {
+                a.pages = match value().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => panic!("--pages on|off, not {other}"),
+                }
+            }
             "--auth" => {
                 a.token_auth = match value().as_str() {
                     "token" => true,
@@ -762,7 +774,7 @@ fn parse_args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE] [--auth password|token] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]"
+                    "usage: load [--levels 1,2,4,8,32] [--seconds 20] [--photos 12] [--max-rss-mib 1024] [--json FILE] [--auth password|token] [--pages on|off] [--url URL --pids PID,PID --user NAME --busy-bound-ms N]"
                 );
                 std::process::exit(0);
             }
