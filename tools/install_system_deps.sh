@@ -20,11 +20,10 @@ if ((${#need[@]})); then
     apt-get update -qq
     # Packages whose services would start on install (postgresql, nginx) are not started: the
     # tests run their own throwaway servers.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.mask-test
-    chmod +x /usr/sbin/policy-rc.d.mask-test
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        ln -s /usr/sbin/policy-rc.d.mask-test /usr/sbin/policy-rc.d
-        trap 'rm -f /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.mask-test' EXIT
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
