@@ -29,8 +29,9 @@ echo "detector alone: stage_times --reps $reps on ${#photos[@]} photos"
 auth="${AUTH:-token}"
 pages="${PAGES:-off}"
 echo "web app: load --levels $level --seconds $seconds --photos $photos_n --auth $auth --pages $pages"
+# Warmed up like stage_times: each photo shape's plan is made before the timed level.
 "$bin/load" --levels "$level" --seconds "$seconds" --photos "$photos_n" --auth "$auth" \
-    --pages "$pages" --json "$out/web.json"
+    --pages "$pages" --warm-up --json "$out/web.json"
 
 python3 - "$out/detector.json" "$out/web.json" <<'PY'
 import json, sys
