@@ -43,8 +43,14 @@ pub enum Error {
     #[error("invalid PostgreSQL setting: {0}")]
     Config(String),
     /// No connection could be had from the pool (server down, refused, timed out).
-    #[error("no PostgreSQL connection: {0}")]
-    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("no PostgreSQL connection to {op}")]
+    Pool {
+        /// What the connection was for.
+        op: &'static str,
+        /// The pool's error.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
     /// A statement failed.
     #[error("PostgreSQL error during {op}")]
     Query {
@@ -193,10 +199,10 @@ impl PgPool {
         &self.inner.target
     }
 
-    /// Runs `work` with a pooled connection on the pool's runtime and waits for its result.
-    /// Errors of the caller's type `E` pass through; a connection that cannot be had becomes
-    /// `E::from(Error::Pool)`.
-    pub fn run<T, E, F, Fut>(&self, _op: &'static str, work: F) -> Result<T, E>
+    /// Runs `work` (named `op` in errors) with a pooled connection on the pool's runtime and
+    /// waits for its result. Errors of the caller's type `E` pass through; a connection that
+    /// cannot be had becomes `E::from(Error::Pool { op, .. })`.
+    pub fn run<T, E, F, Fut>(&self, op: &'static str, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<Error> + Send + 'static,
@@ -205,7 +211,10 @@ impl PgPool {
     {
         let pool = self.inner.pool.clone();
         self.block_on(async move {
-            let client = pool.get().await.map_err(|e| E::from(Error::Pool(e)))?;
+            let client = pool
+                .get()
+                .await
+                .map_err(|source| E::from(Error::Pool { op, source }))?;
             work(client).await
         })
         .map_err(E::from)?
@@ -348,7 +357,10 @@ impl PgPool {
         let key = lock_key(name);
         let pool = self.inner.pool.clone();
         let (client, got) = self.block_on(async move {
-            let client = pool.get().await.map_err(Error::Pool)?;
+            let client = pool.get().await.map_err(|source| Error::Pool {
+                op: "take a job lock",
+                source,
+            })?;
             let got: bool = client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .await

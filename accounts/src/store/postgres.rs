@@ -71,7 +71,9 @@ impl From<pg_pool::Error> for Error {
             pg_pool::Error::SchemaTooNew {
                 found, supported, ..
             } => Error::SchemaTooNew { found, supported },
-            pg_pool::Error::Query { op, .. } => Error::storage(op, e),
+            pg_pool::Error::Query { op, .. } | pg_pool::Error::Pool { op, .. } => {
+                Error::storage(op, e)
+            }
             other => Error::storage("reach PostgreSQL", other),
         }
     }
