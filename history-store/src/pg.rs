@@ -130,6 +130,9 @@ impl S3Config {
 /// Detection history in PostgreSQL with images in an S3-compatible object store.
 ///
 /// Object keys are `PREFIX/files/<2 hex>/<id>-<kind>.<ext>`, built only from generated ids.
+/// Its operations are those of [`HistoryBackend`] (bring the trait into scope), with
+/// [`Error::ObjectStore`] and [`Error::Postgres`] as the storage failures and
+/// [`Error::MissingFile`] naming the object key; [`PgHistory::sweep`] is its own.
 /// Cheap to clone, `Send + Sync`; methods block (call them from `spawn_blocking`).
 #[derive(Debug, Clone)]
 pub struct PgHistory {
@@ -293,235 +296,6 @@ impl PgHistory {
         self.inner.pg.run(op, work)
     }
 
-    /// Stores the three images as objects, then commits the row. On failure the objects
-    /// written are deleted (what a crash leaves is removed by [`PgHistory::sweep`]).
-    ///
-    /// Errors: as [`crate::HistoryStore::record`], with [`Error::ObjectStore`] and
-    /// [`Error::Postgres`] as the storage failures.
-    pub fn record(&self, entry: NewEntry) -> Result<Entry> {
-        let mut prepared = prepare(
-            entry,
-            &self.inner.config.limits(),
-            self.inner.clock.now_ms(),
-        )?;
-        let puts: Vec<(ObjectPath, Vec<u8>)> = Kind::ALL
-            .into_iter()
-            .zip(prepared.images.iter_mut())
-            .map(|(kind, (meta, bytes))| {
-                (
-                    self.key(&prepared.id, kind, meta.image_type),
-                    std::mem::take(bytes),
-                )
-            })
-            .collect();
-        let keys: Vec<ObjectPath> = puts.iter().map(|(key, _)| key.clone()).collect();
-        let objects = self.inner.objects.clone();
-        let mut stored = self.block_on(async move {
-            let writes = puts.into_iter().map(|(key, bytes)| {
-                let objects = objects.clone();
-                async move {
-                    objects
-                        .put(&key, PutPayload::from(bytes))
-                        .await
-                        .map(|_| ())
-                        .map_err(object_err("put", &key))
-                }
-            });
-            futures_util::future::join_all(writes)
-                .await
-                .into_iter()
-                .collect::<Result<Vec<()>>>()
-                .map(|_| ())
-        });
-        let prepared = Arc::new(prepared);
-        if stored.is_ok() {
-            let p = prepared.clone();
-            stored = self.run("insert entry", move |client| async move {
-                insert_row(&client, &p).await
-            });
-        }
-        if let Err(e) = stored {
-            let objects = self.inner.objects.clone();
-            let _ = self.block_on(async move {
-                for key in &keys {
-                    let _ = objects.delete(key).await;
-                }
-                Ok(())
-            });
-            return Err(e);
-        }
-        let prepared = Arc::try_unwrap(prepared)
-            .map_err(|_| Error::Postgres(pg_pool::Error::Runtime("entry still shared".into())))?;
-        Ok(prepared.into_entry())
-    }
-
-    /// As [`crate::HistoryStore::list`].
-    pub fn list(
-        &self,
-        owner: UserId,
-        category: Option<Category>,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Page> {
-        let limit = limit.clamp(1, self.inner.config.max_page_size);
-        let category = category.map(|c| c.as_str().to_owned());
-        let after = after.map(|c| (c.created_at_ms, c.id.as_str().to_owned()));
-        let rows = self.run("list", move |client| async move {
-            let mut sql = format!("SELECT {COLUMNS} FROM entries WHERE owner = $1");
-            let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(owner.0)];
-            if let Some(c) = category {
-                args.push(Box::new(c));
-                sql.push_str(&format!(" AND category = ${}", args.len()));
-            }
-            if let Some((at, id)) = after {
-                args.push(Box::new(at));
-                args.push(Box::new(id));
-                sql.push_str(&format!(
-                    " AND (created_at, id) < (${}, ${})",
-                    args.len() - 1,
-                    args.len()
-                ));
-            }
-            // One extra row tells whether another page exists.
-            args.push(Box::new(limit as i64 + 1));
-            sql.push_str(&format!(
-                " ORDER BY created_at DESC, id DESC LIMIT ${}",
-                args.len()
-            ));
-            let refs: Vec<&(dyn ToSql + Sync)> = args
-                .iter()
-                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            let rows = client.query(&sql, &refs).await.map_err(during("list"))?;
-            Ok(rows.iter().map(raw_row).collect::<Vec<_>>())
-        })?;
-        let more = rows.len() > limit;
-        let entries = rows
-            .into_iter()
-            .take(limit)
-            .map(RawRow::into_entry)
-            .collect::<Result<Vec<_>>>()?;
-        let next = if more {
-            entries.last().map(Entry::cursor)
-        } else {
-            None
-        };
-        Ok(Page { entries, next })
-    }
-
-    /// As [`crate::HistoryStore::daily_counts`].
-    pub fn daily_counts(
-        &self,
-        owner: Option<UserId>,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<DayCount>> {
-        let rows = self.run("daily counts", move |client| async move {
-            let rows = client
-                .query(
-                    "SELECT div(created_at, 86400000)::BIGINT AS day, category, count(*)
-                     FROM entries
-                     WHERE created_at >= $1 AND created_at < $2
-                       AND ($3::BIGINT IS NULL OR owner = $3)
-                     GROUP BY day, category ORDER BY day",
-                    &[&from_ms, &to_ms, &owner.map(|o| o.0)],
-                )
-                .await
-                .map_err(during("daily counts"))?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, i64>(0),
-                        r.get::<_, String>(1),
-                        r.get::<_, i64>(2),
-                    )
-                })
-                .collect::<Vec<_>>())
-        })?;
-        rows.into_iter()
-            .map(|(day, category, n)| {
-                let category: Category = category.parse().map_err(|_| Error::Corrupt {
-                    id: format!("day {day}"),
-                    detail: format!("unknown category {category:?}"),
-                })?;
-                Ok(DayCount {
-                    day,
-                    category,
-                    count: u64::try_from(n).unwrap_or(0),
-                })
-            })
-            .collect()
-    }
-
-    /// As [`crate::HistoryStore::counts`].
-    pub fn counts(&self, owner: UserId) -> Result<Counts> {
-        let rows = self.run("counts", move |client| async move {
-            let rows = client
-                .query(
-                    "SELECT category, count(*) FROM entries WHERE owner = $1 GROUP BY category",
-                    &[&owner.0],
-                )
-                .await
-                .map_err(during("counts"))?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-                .collect::<Vec<_>>())
-        })?;
-        let mut counts = Counts::default();
-        for (category, n) in rows {
-            let category: Category = category.parse().map_err(|_| Error::Corrupt {
-                id: format!("owner {owner}"),
-                detail: format!("unknown category {category:?}"),
-            })?;
-            *counts.slot(category) = u64::try_from(n).unwrap_or(0);
-        }
-        Ok(counts)
-    }
-
-    /// As [`crate::HistoryStore::get`].
-    pub fn get(&self, owner: UserId, id: &EntryId) -> Result<Entry> {
-        let id = id.as_str().to_owned();
-        let row = self.run("get", move |client| async move {
-            let row = client
-                .query_opt(
-                    &format!("SELECT {COLUMNS} FROM entries WHERE id = $1 AND owner = $2"),
-                    &[&id, &owner.0],
-                )
-                .await
-                .map_err(during("get"))?;
-            Ok(row.as_ref().map(raw_row))
-        })?;
-        row.ok_or(Error::NotFound)?.into_entry()
-    }
-
-    /// As [`crate::HistoryStore::read_image`]; [`Error::MissingFile`] names the object key.
-    pub fn read_image(&self, owner: UserId, id: &EntryId, kind: Kind) -> Result<ImageData> {
-        let entry = self.get(owner, id)?;
-        let image_type = entry.image(kind).image_type;
-        let key = self.key(id, kind, image_type);
-        let objects = self.inner.objects.clone();
-        let id = id.to_string();
-        self.block_on(async move {
-            match objects.get(&key).await {
-                Ok(got) => {
-                    let bytes = got.bytes().await.map_err(object_err("read", &key))?;
-                    Ok(ImageData {
-                        bytes: bytes.to_vec(),
-                        image_type,
-                    })
-                }
-                Err(object_store::Error::NotFound { .. }) => Err(Error::MissingFile {
-                    id,
-                    kind,
-                    path: key.to_string().into(),
-                }),
-                Err(e) => Err(object_err("get", &key)(e)),
-            }
-        })
-    }
-
     /// Deletes, in batches, the rows matching `filter` (a condition over `$1`) and then their
     /// objects: each batch's rows are gone before its objects go.
     fn delete_where(
@@ -598,63 +372,6 @@ impl PgHistory {
                 return Ok(total);
             }
         }
-    }
-
-    /// As [`crate::HistoryStore::delete`].
-    pub fn delete(&self, owner: UserId, id: &EntryId) -> Result<bool> {
-        let n = self.delete_where(
-            "id = $1 AND owner = $2",
-            vec![Box::new(id.as_str().to_owned()), Box::new(owner.0)],
-        )?;
-        Ok(n > 0)
-    }
-
-    /// As [`crate::HistoryStore::delete_user`].
-    pub fn delete_user(&self, owner: UserId) -> Result<usize> {
-        self.delete_where("owner = $1", vec![Box::new(owner.0)])
-    }
-
-    /// As [`crate::HistoryStore::purge_older_than`].
-    pub fn purge_older_than(&self, age: Duration) -> Result<usize> {
-        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = self.inner.clock.now_ms().saturating_sub(age_ms);
-        self.delete_where("created_at < $1", vec![Box::new(cutoff)])
-    }
-
-    /// As [`crate::HistoryStore::bytes_used`].
-    pub fn bytes_used(&self, owner: UserId) -> Result<u64> {
-        let total: i64 = self.run("bytes used", move |client| async move {
-            Ok(client
-                .query_one(
-                    "SELECT COALESCE(SUM(original_bytes + annotated_bytes + thumb_bytes), 0)::BIGINT
-                     FROM entries WHERE owner = $1",
-                    &[&owner.0],
-                )
-                .await
-                .map_err(during("bytes used"))?
-                .get(0))
-        })?;
-        Ok(u64::try_from(total).unwrap_or(0))
-    }
-
-    /// Checks that the database answers and the bucket can be listed.
-    pub fn ping(&self) -> Result<()> {
-        self.run("ping", |client| async move {
-            client
-                .query_one("SELECT count(*) FROM entries WHERE false", &[])
-                .await
-                .map_err(during("ping"))?;
-            Ok(())
-        })?;
-        let objects = self.inner.objects.clone();
-        let prefix = self.files_prefix();
-        self.block_on(async move {
-            let mut listing = objects.list(Some(&prefix));
-            match listing.next().await {
-                None | Some(Ok(_)) => Ok(()),
-                Some(Err(e)) => Err(object_err("list", &prefix)(e)),
-            }
-        })
     }
 
     /// Removes objects under the files prefix that no row refers to and that are older than
@@ -736,8 +453,66 @@ impl PgHistory {
 }
 
 impl HistoryBackend for PgHistory {
+    // Stores the three images as objects, then commits the row. On failure the objects
+    // written are deleted (what a crash leaves is removed by [`PgHistory::sweep`]).
+    //
+    // Errors: as [`crate::HistoryStore::record`], with [`Error::ObjectStore`] and
+    // [`Error::Postgres`] as the storage failures.
     fn record(&self, entry: NewEntry) -> Result<Entry> {
-        PgHistory::record(self, entry)
+        let mut prepared = prepare(
+            entry,
+            &self.inner.config.limits(),
+            self.inner.clock.now_ms(),
+        )?;
+        let puts: Vec<(ObjectPath, Vec<u8>)> = Kind::ALL
+            .into_iter()
+            .zip(prepared.images.iter_mut())
+            .map(|(kind, (meta, bytes))| {
+                (
+                    self.key(&prepared.id, kind, meta.image_type),
+                    std::mem::take(bytes),
+                )
+            })
+            .collect();
+        let keys: Vec<ObjectPath> = puts.iter().map(|(key, _)| key.clone()).collect();
+        let objects = self.inner.objects.clone();
+        let mut stored = self.block_on(async move {
+            let writes = puts.into_iter().map(|(key, bytes)| {
+                let objects = objects.clone();
+                async move {
+                    objects
+                        .put(&key, PutPayload::from(bytes))
+                        .await
+                        .map(|_| ())
+                        .map_err(object_err("put", &key))
+                }
+            });
+            futures_util::future::join_all(writes)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>>>()
+                .map(|_| ())
+        });
+        let prepared = Arc::new(prepared);
+        if stored.is_ok() {
+            let p = prepared.clone();
+            stored = self.run("insert entry", move |client| async move {
+                insert_row(&client, &p).await
+            });
+        }
+        if let Err(e) = stored {
+            let objects = self.inner.objects.clone();
+            let _ = self.block_on(async move {
+                for key in &keys {
+                    let _ = objects.delete(key).await;
+                }
+                Ok(())
+            });
+            return Err(e);
+        }
+        let prepared = Arc::try_unwrap(prepared)
+            .map_err(|_| Error::Postgres(pg_pool::Error::Runtime("entry still shared".into())))?;
+        Ok(prepared.into_entry())
     }
 
     fn list(
@@ -747,35 +522,148 @@ impl HistoryBackend for PgHistory {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<Page> {
-        PgHistory::list(self, owner, category, after, limit)
+        let limit = limit.clamp(1, self.inner.config.max_page_size);
+        let category = category.map(|c| c.as_str().to_owned());
+        let after = after.map(|c| (c.created_at_ms, c.id.as_str().to_owned()));
+        let rows = self.run("list", move |client| async move {
+            let mut sql = format!("SELECT {COLUMNS} FROM entries WHERE owner = $1");
+            let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(owner.0)];
+            if let Some(c) = category {
+                args.push(Box::new(c));
+                sql.push_str(&format!(" AND category = ${}", args.len()));
+            }
+            if let Some((at, id)) = after {
+                args.push(Box::new(at));
+                args.push(Box::new(id));
+                sql.push_str(&format!(
+                    " AND (created_at, id) < (${}, ${})",
+                    args.len() - 1,
+                    args.len()
+                ));
+            }
+            // One extra row tells whether another page exists.
+            args.push(Box::new(limit as i64 + 1));
+            sql.push_str(&format!(
+                " ORDER BY created_at DESC, id DESC LIMIT ${}",
+                args.len()
+            ));
+            let refs: Vec<&(dyn ToSql + Sync)> = args
+                .iter()
+                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let rows = client.query(&sql, &refs).await.map_err(during("list"))?;
+            Ok(rows.iter().map(raw_row).collect::<Vec<_>>())
+        })?;
+        let more = rows.len() > limit;
+        let entries = rows
+            .into_iter()
+            .take(limit)
+            .map(RawRow::into_entry)
+            .collect::<Result<Vec<_>>>()?;
+        let next = if more {
+            entries.last().map(Entry::cursor)
+        } else {
+            None
+        };
+        Ok(Page { entries, next })
     }
 
     fn counts(&self, owner: UserId) -> Result<Counts> {
-        PgHistory::counts(self, owner)
+        let rows = self.run("counts", move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT category, count(*) FROM entries WHERE owner = $1 GROUP BY category",
+                    &[&owner.0],
+                )
+                .await
+                .map_err(during("counts"))?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                .collect::<Vec<_>>())
+        })?;
+        let mut counts = Counts::default();
+        for (category, n) in rows {
+            let category: Category = category.parse().map_err(|_| Error::Corrupt {
+                id: format!("owner {owner}"),
+                detail: format!("unknown category {category:?}"),
+            })?;
+            *counts.slot(category) = u64::try_from(n).unwrap_or(0);
+        }
+        Ok(counts)
     }
 
     fn get(&self, owner: UserId, id: &EntryId) -> Result<Entry> {
-        PgHistory::get(self, owner, id)
+        let id = id.as_str().to_owned();
+        let row = self.run("get", move |client| async move {
+            let row = client
+                .query_opt(
+                    &format!("SELECT {COLUMNS} FROM entries WHERE id = $1 AND owner = $2"),
+                    &[&id, &owner.0],
+                )
+                .await
+                .map_err(during("get"))?;
+            Ok(row.as_ref().map(raw_row))
+        })?;
+        row.ok_or(Error::NotFound)?.into_entry()
     }
 
     fn read_image(&self, owner: UserId, id: &EntryId, kind: Kind) -> Result<ImageData> {
-        PgHistory::read_image(self, owner, id, kind)
+        let entry = self.get(owner, id)?;
+        let image_type = entry.image(kind).image_type;
+        let key = self.key(id, kind, image_type);
+        let objects = self.inner.objects.clone();
+        let id = id.to_string();
+        self.block_on(async move {
+            match objects.get(&key).await {
+                Ok(got) => {
+                    let bytes = got.bytes().await.map_err(object_err("read", &key))?;
+                    Ok(ImageData {
+                        bytes: bytes.to_vec(),
+                        image_type,
+                    })
+                }
+                Err(object_store::Error::NotFound { .. }) => Err(Error::MissingFile {
+                    id,
+                    kind,
+                    path: key.to_string().into(),
+                }),
+                Err(e) => Err(object_err("get", &key)(e)),
+            }
+        })
     }
 
     fn delete(&self, owner: UserId, id: &EntryId) -> Result<bool> {
-        PgHistory::delete(self, owner, id)
+        let n = self.delete_where(
+            "id = $1 AND owner = $2",
+            vec![Box::new(id.as_str().to_owned()), Box::new(owner.0)],
+        )?;
+        Ok(n > 0)
     }
 
     fn delete_user(&self, owner: UserId) -> Result<usize> {
-        PgHistory::delete_user(self, owner)
+        self.delete_where("owner = $1", vec![Box::new(owner.0)])
     }
 
     fn purge_older_than(&self, age: Duration) -> Result<usize> {
-        PgHistory::purge_older_than(self, age)
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = self.inner.clock.now_ms().saturating_sub(age_ms);
+        self.delete_where("created_at < $1", vec![Box::new(cutoff)])
     }
 
     fn bytes_used(&self, owner: UserId) -> Result<u64> {
-        PgHistory::bytes_used(self, owner)
+        let total: i64 = self.run("bytes used", move |client| async move {
+            Ok(client
+                .query_one(
+                    "SELECT COALESCE(SUM(original_bytes + annotated_bytes + thumb_bytes), 0)::BIGINT
+                     FROM entries WHERE owner = $1",
+                    &[&owner.0],
+                )
+                .await
+                .map_err(during("bytes used"))?
+                .get(0))
+        })?;
+        Ok(u64::try_from(total).unwrap_or(0))
     }
 
     fn daily_counts(
@@ -784,10 +672,61 @@ impl HistoryBackend for PgHistory {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<DayCount>> {
-        PgHistory::daily_counts(self, owner, from_ms, to_ms)
+        let rows = self.run("daily counts", move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT div(created_at, 86400000)::BIGINT AS day, category, count(*)
+                     FROM entries
+                     WHERE created_at >= $1 AND created_at < $2
+                       AND ($3::BIGINT IS NULL OR owner = $3)
+                     GROUP BY day, category ORDER BY day",
+                    &[&from_ms, &to_ms, &owner.map(|o| o.0)],
+                )
+                .await
+                .map_err(during("daily counts"))?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, i64>(2),
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        rows.into_iter()
+            .map(|(day, category, n)| {
+                let category: Category = category.parse().map_err(|_| Error::Corrupt {
+                    id: format!("day {day}"),
+                    detail: format!("unknown category {category:?}"),
+                })?;
+                Ok(DayCount {
+                    day,
+                    category,
+                    count: u64::try_from(n).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
+    // Checks that the database answers and the bucket can be listed.
     fn ping(&self) -> Result<()> {
-        PgHistory::ping(self)
+        self.run("ping", |client| async move {
+            client
+                .query_one("SELECT count(*) FROM entries WHERE false", &[])
+                .await
+                .map_err(during("ping"))?;
+            Ok(())
+        })?;
+        let objects = self.inner.objects.clone();
+        let prefix = self.files_prefix();
+        self.block_on(async move {
+            let mut listing = objects.list(Some(&prefix));
+            match listing.next().await {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(object_err("list", &prefix)(e)),
+            }
+        })
     }
 }
