@@ -437,6 +437,27 @@ impl PgHistory {
         })
     }
 
+    /// The keys under the files prefix, relative to it (tests look for orphans with it).
+    #[doc(hidden)]
+    pub fn list_raw(&self) -> Result<Vec<String>> {
+        let objects = self.inner.objects.clone();
+        let prefix = self.files_prefix();
+        self.block_on(async move {
+            let mut listing = objects.list(Some(&prefix));
+            let mut keys = Vec::new();
+            while let Some(item) = listing.next().await {
+                let meta = item.map_err(object_err("list", &prefix))?;
+                let key = meta.location.to_string();
+                keys.push(
+                    key.strip_prefix(&format!("{prefix}/"))
+                        .unwrap_or(&key)
+                        .to_string(),
+                );
+            }
+            Ok(keys)
+        })
+    }
+
     /// Writes an object under the files prefix (tests make orphans with it).
     #[doc(hidden)]
     pub fn put_raw(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
