@@ -276,6 +276,10 @@ impl PgPool {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                 .await
                 .map_err(Error::during("take the migration lock"))?;
+            // "relation schema_versions already exists, skipping" on every start is not news.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")
+                .await
+                .map_err(Error::during("quiet the migration's notices"))?;
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS schema_versions (
                     component TEXT PRIMARY KEY,
