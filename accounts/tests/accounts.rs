@@ -14,8 +14,6 @@ use accounts::{
     Accounts, AccountsConfig, AdminBootstrap, Error, ManualClock, NewUser, PageRequest,
     PasswordParams, Role, SessionId, TokenPurpose, User,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use accounts::{PgPool, PgStore};
 use tempfile::TempDir;
 
@@ -80,24 +78,8 @@ fn open_on(db: &Db, config: AccountsConfig) -> Accounts {
 
 /// A new database on the server at `url`, and a pool connected to it.
 fn fresh_database(url: &str) -> PgPool {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "accounts_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = PgPool::connect(url, 1).unwrap();
-    let drop = format!("DROP DATABASE IF EXISTS {name}");
-    let statement = format!("CREATE DATABASE {name}");
-    admin
-        .run("create a test database", move |client| async move {
-            client.batch_execute(&drop).await?;
-            client.batch_execute(&statement).await?;
-            Ok::<_, pg_pool::Error>(())
-        })
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    PgPool::connect(&format!("{base}/{name}"), 8).unwrap()
+    let url = pg_pool::testing::scratch_database(url, "accounts").unwrap();
+    PgPool::connect(&url, 8).unwrap()
 }
 
 impl Fixture {

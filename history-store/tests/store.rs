@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -219,24 +218,8 @@ fn open_on(
 
 /// A new database on the server at `url`: its name, its URL and a pool connected to it.
 fn fresh_database(url: &str) -> (String, String, PgPool) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "history_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = PgPool::connect(url, 1).unwrap();
-    let drop = format!("DROP DATABASE IF EXISTS {name}");
-    let statement = format!("CREATE DATABASE {name}");
-    admin
-        .run("create a test database", move |client| async move {
-            client.batch_execute(&drop).await?;
-            client.batch_execute(&statement).await?;
-            Ok::<_, pg_pool::Error>(())
-        })
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    let url = format!("{base}/{name}");
+    let url = pg_pool::testing::scratch_database(url, "history").unwrap();
+    let name = url.rsplit_once('/').unwrap().1.to_string();
     let pool = PgPool::connect(&url, 8).unwrap();
     (name, url, pool)
 }

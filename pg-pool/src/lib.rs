@@ -396,6 +396,52 @@ impl PgPool {
     }
 }
 
+/// For the test suites of the crates that use this one: fresh databases on a test server.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{Error, PgPool, Result};
+
+    /// Creates a new, empty database on the server at `admin_url` (a `postgres://` URL),
+    /// named `LABEL_PID_N`, and returns the URL for it (`admin_url` with its database replaced).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a label that is not lowercase letters, digits and `_`, or a URL
+    /// without a database part; [`Error::Pool`] or [`Error::Query`] from the server.
+    pub fn scratch_database(admin_url: &str, label: &str) -> Result<String> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        if label.is_empty()
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(Error::Config(format!("bad database label {label:?}")));
+        }
+        let Some((base, _)) = admin_url.rsplit_once('/') else {
+            return Err(Error::Config("the URL has no database part".into()));
+        };
+        let name = format!(
+            "{label}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = PgPool::connect(admin_url, 1)?;
+        let n = name.clone();
+        admin.run("create a scratch database", move |client| async move {
+            // CREATE and DROP DATABASE cannot run inside a transaction: one statement each.
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {n}"))
+                .await?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {n}"))
+                .await?;
+            Ok::<_, Error>(())
+        })?;
+        Ok(format!("{base}/{name}"))
+    }
+}
+
 /// A stable 64-bit advisory lock key for a name (FNV-1a).
 pub fn lock_key(name: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

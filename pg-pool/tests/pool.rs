@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -16,27 +15,8 @@ fn fresh() -> Option<PgPool> {
         eprintln!("SKIPPED: MASK_TEST_POSTGRES is not set (make test starts a server)");
         return None;
     };
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "pool_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = PgPool::connect(&url, 1).unwrap();
-    let n = name.clone();
-    admin
-        .run("create a test database", move |client| async move {
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {n}"))
-                .await?;
-            client
-                .batch_execute(&format!("CREATE DATABASE {n}"))
-                .await?;
-            Ok::<_, Error>(())
-        })
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(PgPool::connect(&format!("{base}/{name}"), 4).unwrap())
+    let url = pg_pool::testing::scratch_database(&url, "pool").unwrap();
+    Some(PgPool::connect(&url, 4).unwrap())
 }
 
 fn same_database(pool: &PgPool) -> PgPool {

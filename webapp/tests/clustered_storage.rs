@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use accounts::PgPool;
 use common::*;
 use serde_json::Value;
@@ -47,24 +45,9 @@ fn image_type(bytes: &[u8]) -> Option<&'static str> {
 
 /// A new database on the test server; its URL, and a prefix in the bucket of the same name.
 fn fresh_database(admin_url: &str) -> (String, String) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "web_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = PgPool::connect(admin_url, 1).unwrap();
-    let statement = format!("CREATE DATABASE {name}");
-    admin
-        .run("create a test database", move |client| async move {
-            client
-                .batch_execute(&statement)
-                .await
-                .map_err(|e| accounts::Error::storage("create a test database", e))
-        })
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    (format!("{base}/{name}"), name)
+    let url = pg_pool::testing::scratch_database(admin_url, "web").unwrap();
+    let name = url.rsplit_once('/').unwrap().1.to_string();
+    (url, name)
 }
 
 fn clustered(settings: &mut Settings, url: &str, prefix: &str, s3: &[String; 5]) {
