@@ -66,6 +66,7 @@ mod clock;
 mod error;
 mod pg;
 mod prepare;
+mod rows;
 mod store;
 mod types;
 

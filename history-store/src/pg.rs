@@ -20,6 +20,7 @@ use crate::backend::HistoryBackend;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::prepare::{Prepared, prepare};
+use crate::rows;
 use crate::store::{COLUMNS, RawRow, StoreConfig, SweepReport};
 use crate::types::{
     Category, Counts, Cursor, DayCount, Entry, EntryId, ImageData, ImageType, Kind, NewEntry, Page,
@@ -339,17 +340,10 @@ impl PgHistory {
             })?;
             let mut keys = Vec::new();
             for (id, types) in &batch {
-                let (Ok(id), Some(types)) = (
-                    id.parse::<EntryId>(),
-                    types
-                        .iter()
-                        .map(|t| ImageType::parse_stored(t))
-                        .collect::<Option<Vec<_>>>(),
-                ) else {
-                    // A row this crate did not write names no object we could safely build.
+                let Some((id, images)) = rows::images_of(id, types) else {
                     continue;
                 };
-                for (kind, ty) in Kind::ALL.into_iter().zip(types) {
+                for (kind, ty) in images {
                     keys.push(self.key(&id, kind, ty));
                 }
             }
@@ -392,11 +386,7 @@ impl PgHistory {
                 if meta.last_modified.timestamp_millis() > now_ms.saturating_sub(grace_ms) {
                     continue;
                 }
-                let id = meta
-                    .location
-                    .filename()
-                    .and_then(|n| n.split_once('-'))
-                    .and_then(|(id, _)| id.parse::<EntryId>().ok());
+                let id = meta.location.filename().and_then(rows::entry_of_name);
                 if let Some(id) = id {
                     found.push((id, meta.location, meta.size));
                 }
@@ -603,15 +593,7 @@ impl HistoryBackend for PgHistory {
                 .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
                 .collect::<Vec<_>>())
         })?;
-        let mut counts = Counts::default();
-        for (category, n) in rows {
-            let category: Category = category.parse().map_err(|_| Error::Corrupt {
-                id: format!("owner {owner}"),
-                detail: format!("unknown category {category:?}"),
-            })?;
-            *counts.slot(category) = u64::try_from(n).unwrap_or(0);
-        }
-        Ok(counts)
+        rows::counts(owner, rows)
     }
 
     fn get(&self, owner: UserId, id: &EntryId) -> Result<Entry> {
@@ -716,19 +698,7 @@ impl HistoryBackend for PgHistory {
                 })
                 .collect::<Vec<_>>())
         })?;
-        rows.into_iter()
-            .map(|(day, category, n)| {
-                let category: Category = category.parse().map_err(|_| Error::Corrupt {
-                    id: format!("day {day}"),
-                    detail: format!("unknown category {category:?}"),
-                })?;
-                Ok(DayCount {
-                    day,
-                    category,
-                    count: u64::try_from(n).unwrap_or(0),
-                })
-            })
-            .collect()
+        rows::day_counts(rows)
     }
 
     // Checks that the database answers and the bucket can be listed.

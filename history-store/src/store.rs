@@ -13,6 +13,7 @@ use crate::backend::HistoryBackend;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, db, io};
 use crate::prepare::{PrepareLimits, Prepared, prepare};
+use crate::rows;
 use crate::types::{
     Category, Counts, Cursor, DayCount, Entry, EntryId, ImageData, ImageMeta, ImageType, Kind,
     NewEntry, Page, Source, UserId,
@@ -659,19 +660,7 @@ impl HistoryStore {
                 .map_err(db("daily counts"))?;
             Ok(rows)
         })?;
-        rows.into_iter()
-            .map(|(day, category, n)| {
-                let category: Category = category.parse().map_err(|_| Error::Corrupt {
-                    id: format!("day {day}"),
-                    detail: format!("unknown category {category:?}"),
-                })?;
-                Ok(DayCount {
-                    day,
-                    category,
-                    count: u64::try_from(n).unwrap_or(0),
-                })
-            })
-            .collect()
+        rows::day_counts(rows)
     }
 
     /// Number of the owner's entries per category.
@@ -693,15 +682,7 @@ impl HistoryStore {
                 .map_err(db("counts"))?;
             Ok(rows)
         })?;
-        let mut counts = Counts::default();
-        for (category, n) in rows {
-            let category: Category = category.parse().map_err(|_| Error::Corrupt {
-                id: format!("owner {owner}"),
-                detail: format!("unknown category {category:?}"),
-            })?;
-            *counts.slot(category) = u64::try_from(n).unwrap_or(0);
-        }
-        Ok(counts)
+        rows::counts(owner, rows)
     }
 
     /// One entry. [`Error::NotFound`] unless it exists and belongs to `owner`.
@@ -807,17 +788,10 @@ impl HistoryStore {
             self.checkpoint(Step::DeleteCommitted)?;
             let mut first_error = None;
             for (id, types) in &batch {
-                let (Ok(id), Some(types)) = (
-                    id.parse::<EntryId>(),
-                    types
-                        .iter()
-                        .map(|t| ImageType::parse_stored(t))
-                        .collect::<Option<Vec<_>>>(),
-                ) else {
-                    // A row this crate did not write names no file we could safely build.
+                let Some((id, images)) = rows::images_of(id, types) else {
                     continue;
                 };
-                for (kind, ty) in Kind::ALL.into_iter().zip(types) {
+                for (kind, ty) in images {
                     if let Err(e) = remove_if_exists(&self.file_path(&id, kind, ty)) {
                         first_error.get_or_insert(e);
                     }
@@ -932,8 +906,7 @@ impl HistoryStore {
                 let id = path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(|n| n.split_once('-'))
-                    .and_then(|(id, _)| id.parse::<EntryId>().ok());
+                    .and_then(rows::entry_of_name);
                 if let Some(id) = id {
                     candidates.push((id, path));
                 }
